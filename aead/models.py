@@ -1,0 +1,72 @@
+"""Keras model builders, chosen by `model.name`; every size comes from the model config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+from keras import layers
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def build_dense(cfg: Mapping) -> keras.Model:
+    """Dense AE: encoder 784 -> units..., mirrored decoder, sigmoid output."""
+    units = list(cfg["units"])
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.Flatten()(inputs)
+    for n in units:
+        x = layers.Dense(n, activation="relu")(x)
+    for n in reversed(units[:-1]):
+        x = layers.Dense(n, activation="relu")(x)
+    x = layers.Dense(28 * 28, activation="sigmoid")(x)
+    outputs = layers.Reshape(IMAGE_SHAPE, name="reconstruction")(x)
+    return keras.Model(inputs, outputs, name="dense_autoencoder")
+
+
+def build_conv(cfg: Mapping) -> keras.Model:
+    """Conv AE: one 3x3 ReLU conv + 2x2 max-pool per entry of `filters`, mirrored decoder
+    with up-sampling (cropped back to the encoder's sizes), sigmoid output."""
+    filters = list(cfg["filters"])
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x, sizes = inputs, []
+    for n in filters:
+        sizes.append(x.shape[1])
+        x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    for n, size in zip(reversed(filters), reversed(sizes), strict=True):
+        x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
+        x = layers.UpSampling2D(2)(x)
+        if x.shape[1] > size:  # 4 -> 8 where the encoder had 7, say
+            excess = x.shape[1] - size
+            x = layers.Cropping2D(((excess // 2, excess - excess // 2),) * 2)(x)
+    outputs = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="reconstruction")(x)
+    return keras.Model(inputs, outputs, name=f"conv_autoencoder_{len(filters)}_stages")
+
+
+def build_cnn(cfg: Mapping) -> keras.Model:
+    """Supervised baseline: conv + max-pool blocks, dense + dropout, sigmoid P(anomaly)."""
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = inputs
+    for n in cfg["filters"]:
+        x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(int(cfg["dense_units"]), activation="relu")(x)
+    x = layers.Dropout(float(cfg["dropout"]))(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_anomaly")(x)
+    return keras.Model(inputs, outputs, name="cnn_classifier")
+
+
+BUILDERS = {"dense": build_dense, "conv": build_conv, "cnn": build_cnn}
+
+
+def build_model(cfg: Mapping) -> keras.Model:
+    """Build the model named by `cfg.architecture` (several configs may share a builder)."""
+    architecture = cfg.get("architecture", cfg["name"])
+    try:
+        return BUILDERS[architecture](cfg)
+    except KeyError:
+        raise ValueError(
+            f"unknown model architecture '{architecture}'; choose one of {sorted(BUILDERS)}"
+        ) from None

@@ -1,0 +1,143 @@
+"""Pure figure functions: arrays in, a matplotlib Figure out. Nothing here logs or saves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are only ever written to files
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve as _roc_points  # noqa: E402
+
+from aead.thresholds import Threshold  # noqa: E402
+
+
+def error_histogram(
+    normal_scores: np.ndarray,
+    anomaly_scores: np.ndarray,
+    threshold: Threshold | None,
+    score_name: str,
+    title: str = "",
+) -> plt.Figure:
+    """Normal vs anomalous score histograms with the threshold lines and, for a Z-score
+    threshold, the fitted normal curve of the validation scores."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    all_scores = np.concatenate([normal_scores, anomaly_scores])
+    bins = np.linspace(all_scores.min(), all_scores.max(), 60) if all_scores.size else 10
+    ax.hist(
+        normal_scores, bins=bins, alpha=0.6, density=True, label=f"normal (n={len(normal_scores)})"
+    )
+    ax.hist(
+        anomaly_scores,
+        bins=bins,
+        alpha=0.6,
+        density=True,
+        label=f"anomaly (n={len(anomaly_scores)})",
+    )
+    if threshold is not None:
+        if threshold.mean is not None and threshold.std:
+            grid = np.linspace(all_scores.min(), all_scores.max(), 400)
+            pdf = np.exp(-0.5 * ((grid - threshold.mean) / threshold.std) ** 2) / (
+                threshold.std * np.sqrt(2 * np.pi)
+            )
+            ax.plot(grid, pdf, color="black", lw=1.2, label="fitted normal (validation)")
+        for side, value in (("lower", threshold.lower), ("upper", threshold.upper)):
+            if value is not None:
+                ax.axvline(
+                    value,
+                    color="red",
+                    ls="--",
+                    lw=1.2,
+                    label=f"{threshold.name} {side} = {value:.4g}",
+                )
+    ax.set_xlabel(f"anomaly score ({score_name})")
+    ax.set_ylabel("density")
+    ax.set_title(title or "Anomaly scores on the evaluation set")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curve(
+    labels: np.ndarray, scores: np.ndarray, roc_auc: float | None, title: str = ""
+) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, _ = _roc_points(labels, scores)
+        ax.plot(fpr, tpr, lw=1.6, label=f"ROC-AUC = {roc_auc:.4f}")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or "ROC curve")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roc_overlay(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> plt.Figure:
+    """Several ROC curves on one axis: {label: (fpr, tpr)}."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    for label, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, lw=1.3, label=label)
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def reconstructions(rows: dict[str, tuple[np.ndarray, np.ndarray]], n: int = 8) -> plt.Figure:
+    """For each row label (e.g. normal / anomaly): originals above their reconstructions."""
+    n = max(1, min(n, *(len(orig) for orig, _ in rows.values()))) if rows else 1
+    fig, axes = plt.subplots(
+        2 * len(rows), n, figsize=(1.2 * n, 1.35 * 2 * len(rows)), squeeze=False
+    )
+    for r, (label, (originals, recon)) in enumerate(rows.items()):
+        for c in range(n):
+            for k, (images, kind) in enumerate(
+                ((originals, "original"), (recon, "reconstruction"))
+            ):
+                ax = axes[2 * r + k, c]
+                ax.imshow(images[c].squeeze(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(f"{label}\n{kind}", fontsize=7)
+    fig.suptitle("Originals (top) and reconstructions (bottom)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: np.ndarray, captions: list[str], title: str, columns: int = 8) -> plt.Figure:
+    """A grid of images with a caption each (e.g. the flagged outliers and their scores)."""
+    count = max(1, len(images))
+    rows = int(np.ceil(count / columns))
+    cols = min(columns, count)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(images):
+            ax.imshow(images[i].squeeze(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(captions[i], fontsize=7)
+        else:
+            ax.axis("off")
+    if not len(images):
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: dict[str, list[float]]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, values in history.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests use the real IDX data of ../shared/datasets (or $AEAD_DATA_DIR) in
+small slices, and data they make themselves; a missing data folder fails loudly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aead.data import DATA_ENV_VAR
+from aead.run import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small and fast: one epoch on a slice of real images.
+QUICK = [
+    "trainer.epochs=1",
+    "data.train_limit=600",
+    "data.test_limit=200",
+    "data.download=false",
+    "trainer.verbose=0",
+]
+
+
+def _data_dir() -> Path:
+    path = Path(os.environ.get(DATA_ENV_VAR) or REPO.parent / "shared" / "datasets").resolve()
+    if not (path / "mnist").is_dir() or not (path / "fashion-mnist").is_dir():
+        pytest.fail(
+            f"test data not found at {path}: set {DATA_ENV_VAR} to a folder holding mnist/ and "
+            "fashion-mnist/ IDX files (CI uses ../shared/datasets)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir() -> Path:
+    path = _data_dir()
+    os.environ[DATA_ENV_VAR] = str(path)  # also seen by subprocesses the tests start
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Compose the real Hydra config with overrides, tracking into a store under tmp_path."""
+
+    def _make(*overrides: str, quick: bool = True):
+        store = f"tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("config", overrides=[*(QUICK if quick else []), store, *overrides])
+
+    return _make

@@ -1,0 +1,147 @@
+"""Real one-epoch runs on small slices of real MNIST / Fashion-MNIST, read back from MLflow."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from aead.pipeline import RunContext, run
+from tests.conftest import QUICK, REPO
+
+EXPECTED_METRICS = {
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "train_loss",
+    "val_loss",
+}
+EXPECTED_ARTIFACTS = {
+    "plots/error_histogram.png",
+    "plots/roc_curve.png",
+    "plots/reconstructions.png",
+    "scores.csv",
+    "config.yaml",
+}
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dense", "conv", "deep_conv"])
+def test_one_epoch_run_logs_everything(make_config, tmp_path, model):
+    cfg = make_config(f"model={model}")
+    result = run(cfg, RunContext(base_dir=str(tmp_path)))
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    logged = client.get_run(result.run_id)
+
+    assert logged.info.status == "FINISHED"
+    params = logged.data.params
+    assert params["model.name"] == model and params["loss.name"] == "bce"
+    assert params["scenario.name"] == "mnist_vs_fashion" and params["threshold.name"] == "zscore"
+    assert params["trainer.epochs"] == "1" and params["loss.score"] == "bce"
+
+    metrics = logged.data.metrics
+    assert EXPECTED_METRICS <= set(metrics)
+    assert metrics["threshold_lower"] < metrics["threshold_upper"]
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    # metrics come from this run's own scores: recompute from the logged scores.csv
+    scores = pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"{logged.info.artifact_uri}/scores.csv"))
+    )
+    assert list(scores.columns) == ["index", "label", "score", "predicted"]
+    assert len(scores) == 400 and scores["label"].sum() == 200
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(scores["label"], scores["score"]))
+    outside = (scores["score"] < metrics["threshold_lower"]) | (
+        scores["score"] > metrics["threshold_upper"]
+    )
+    assert (outside.astype(int) == scores["predicted"]).all()
+    assert metrics["accuracy"] == pytest.approx((scores["predicted"] == scores["label"]).mean())
+
+    history = client.get_metric_history(result.run_id, "val_loss")
+    assert [m.step for m in history] == [1]
+
+    assert EXPECTED_ARTIFACTS <= _artifact_paths(client, result.run_id)
+    reloaded = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+    assert reloaded.output_shape == (None, 28, 28, 1)
+
+
+@pytest.mark.slow
+def test_same_config_twice_gives_same_metrics(make_config, tmp_path):
+    cfg = make_config(
+        "model=dense",
+        "loss=mse",
+        "loss.score=mae",
+        "threshold=percentile",
+        "tracking.log_model=false",
+    )
+    first = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
+    second = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
+    for key in ("roc_auc", "average_precision", "threshold_upper", "val_loss", "f1"):
+        if key in first:
+            assert first[key] == second[key], key
+    assert "threshold_lower" not in first  # the percentile threshold is one-sided
+
+
+@pytest.mark.slow
+def test_failed_run_is_marked_failed(make_config, tmp_path):
+    cfg = make_config("threshold.k=-1", "tracking.log_model=false")
+    with pytest.raises(ValueError, match="k must be positive"):
+        run(cfg, RunContext(base_dir=str(tmp_path)))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert runs["status"].tolist() == ["FAILED"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["one_class", "contaminated", "noise", "fashion_vs_mnist"])
+def test_every_scenario_runs(make_config, tmp_path, scenario):
+    cfg = make_config(f"scenario={scenario}", "model=dense", "tracking.log_model=false")
+    metrics = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
+    assert metrics["n_anomalies"] > 0 and "roc_auc" in metrics
+    if scenario == "contaminated":
+        assert metrics["n_planted"] == 5 and 0 <= metrics["planted_flagged"] <= 5
+
+
+@pytest.mark.slow
+def test_multirun_makes_one_run_per_job(tmp_path):
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    command = [
+        sys.executable,
+        "-m",
+        "aead.run",
+        "-m",
+        "loss=bce,ssim",
+        *QUICK,
+        "tracking.log_model=false",
+        f"hydra.sweep.dir={tmp_path / 'multirun' / 'sweep-x'}",
+    ]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.sweep_id = 'sweep-x'"
+    )
+    assert sorted(runs["params.loss.name"]) == ["bce", "ssim"]
+    assert set(runs["status"]) == {"FINISHED"}
+    assert np.isfinite(runs["metrics.roc_auc"]).all()
+    assert "open it: mlflow ui" in done.stdout
