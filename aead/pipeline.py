@@ -179,18 +179,15 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     if cfg.model.kind != "autoencoder":
         raise ValueError(f"model '{cfg.model.name}' (kind {cfg.model.kind}) is not supported yet")
 
-    splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
     run_name = cfg.get("run_name") or default_run_name(cfg)
+    tags["overrides"] = " ".join(context.overrides) or "(none)"
     with Tracker(tracking_uri, cfg.experiment_name, run_name, tags) as tracker:
+        # params first: a run that fails (even on missing data) is recorded with its config
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tracker.log_params(flatten(resolved))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        tracker.set_tags(
-            {
-                "overrides": " ".join(context.overrides) or "(none)",
-                **{f"data.{k}": v for k, v in splits.description.items()},
-            }
-        )
+        splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
+        tracker.set_tags({f"data.{k}": v for k, v in splits.description.items()})
         tracker.log_metrics(
             {
                 "n_train": len(splits.x_train),

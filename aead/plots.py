@@ -141,3 +141,7 @@ def training_curves(history: dict[str, list[float]]) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def close(figure: plt.Figure) -> None:
+    plt.close(figure)

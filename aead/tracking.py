@@ -155,3 +155,43 @@ class Tracker:
 def load_model(run_id: str, tracking_uri: str, name: str = "model") -> keras.Model:
     mlflow.set_tracking_uri(tracking_uri)
     return mlflow.keras.load_model(f"runs:/{run_id}/{name}")
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def search_runs(tracking_uri: str, experiment_names: list[str] | None, filter_string: str = ""):
+    """All runs (any status) of the named experiments, or of every experiment, as a DataFrame
+    with MLflow's own columns (params.*, metrics.*, tags.*, status, run_id, ...)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    kwargs = {"filter_string": filter_string, "order_by": ["attributes.start_time DESC"]}
+    if experiment_names:
+        missing = [n for n in experiment_names if mlflow.get_experiment_by_name(n) is None]
+        if missing:
+            raise ValueError(f"no MLflow experiment named {missing} at {tracking_uri}")
+        return mlflow.search_runs(experiment_names=experiment_names, **kwargs)
+    return mlflow.search_runs(search_all_experiments=True, **kwargs)
+
+
+def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | os.PathLike):
+    """Copy one artifact of a run to dst_dir; None when the run has no such artifact."""
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(dst_dir)
+            )
+        )
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """The web address runs are linked to: the server itself, else a local `mlflow ui`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"

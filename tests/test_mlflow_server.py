@@ -1,0 +1,104 @@
+"""A real `mlflow server` on 127.0.0.1: a one-epoch run logged to it through
+MLFLOW_TRACKING_URI, then read back over the server's REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICK, REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(base: str, endpoint: str, **query) -> bytes:
+    url = f"{base}{endpoint}?{urllib.parse.urlencode(query)}" if query else f"{base}{endpoint}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"),
+    ]  # fmt: skip
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if _get(base, "/health").strip() == b"OK":
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+    assert server.returncode is not None  # stopped
+
+
+@pytest.mark.slow
+def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    command = [sys.executable, "-m", "aead.run", *QUICK, "tracking.log_model=false",
+               "experiment_name=server-test", f"hydra.run.dir={tmp_path / 'out'}"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (REPO / "mlruns" / "artifacts" / "server-test").exists()
+
+    experiment = json.loads(
+        _get(
+            mlflow_server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="server-test"
+        )
+    )["experiment"]
+    request = urllib.request.Request(
+        f"{mlflow_server}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.loads(response.read())["runs"]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert 0.0 <= metrics["roc_auc"] <= 1.0 and "threshold_upper" in metrics
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["model.name"] == "conv" and params["trainer.epochs"] == "1"
+
+    scores = _get(mlflow_server, "/get-artifact", path="scores.csv", run_uuid=run["info"]["run_id"])
+    lines = scores.decode().splitlines()
+    assert lines[0] == "index,label,score,predicted" and len(lines) == 1 + 400
+    png = _get(mlflow_server, "/get-artifact", path="plots/roc_curve.png",
+               run_uuid=run["info"]["run_id"])  # fmt: skip
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

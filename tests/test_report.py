@@ -1,0 +1,141 @@
+"""Sweep reports from a small real sweep, checked against MLflow's own records and in a real
+headless browser."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from aead import pipeline
+from aead.pipeline import RunContext, run
+from aead.report import main as report_main
+from aead.report import write_report
+from aead.run import CONFIG_DIR
+from tests.conftest import QUICK
+
+SWEEP = "sweep-test"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_dir):
+    """Four finished one-epoch runs (loss bce/mse x seed 0/1) and one failed, one sweep id."""
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    jobs = [(loss, seed) for loss in ("bce", "mse") for seed in (0, 1)]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        configs = [
+            compose(
+                "config",
+                [
+                    *QUICK,
+                    f"tracking.uri={uri}",
+                    "tracking.log_model=false",
+                    f"loss={loss}",
+                    f"seed={seed}",
+                    "model=dense",
+                ],
+            )
+            for loss, seed in jobs
+        ]
+        broken = compose("config", [*QUICK, f"tracking.uri={uri}", "tracking.log_model=false",
+                                    "loss=bce", "seed=2", "model=dense"])  # fmt: skip
+    ids = {}
+    for (loss, seed), cfg in zip(jobs, configs, strict=True):
+        ids[(loss, seed)] = run(cfg, RunContext(str(root), sweep_id=SWEEP, job_num=0)).run_id
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after training")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(RuntimeError):
+        patch.setattr(pipeline, "fit_threshold", crash)
+        run(broken, RunContext(str(root), sweep_id=SWEEP, job_num=4))
+    return root, uri, ids
+
+
+@pytest.mark.slow
+def test_report_table_holds_the_logged_values(sweep, capsys):
+    root, uri, ids = sweep
+    out = root / "report-a"
+    report_main(["--tracking-uri", uri, "--out", str(out)])  # latest sweep by default
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str((out / "report.html").resolve())
+
+    client = MlflowClient(uri)
+    markdown = (out / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| loss.name=")]
+    assert [r.split("|")[1].strip() for r in rows] == sorted(
+        [r.split("|")[1].strip() for r in rows],
+        key=lambda label: -_mean_auc(client, ids, label.split("=")[1]),
+    )  # best ROC-AUC first
+    for row in rows:
+        loss = row.split("|")[1].strip().split("=")[1]
+        aucs = [client.get_run(ids[(loss, s)]).data.metrics["roc_auc"] for s in (0, 1)]
+        f1s = [client.get_run(ids[(loss, s)]).data.metrics["f1"] for s in (0, 1)]
+        mean, std = sum(aucs) / 2, abs(aucs[0] - aucs[1]) / 2**0.5
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[1] == "2"
+        assert cells[2] == f"{mean:.4f} ± {std:.4f}"
+        assert cells[7] == f"{sum(f1s) / 2:.4f}"
+        for seed in (0, 1):
+            assert ids[(loss, seed)][:8] in cells[-1]
+
+    assert "run failed" in markdown and "seed=2" in markdown  # failed runs are listed
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 5  # header + every run, the failed one too
+
+    again = root / "report-b"
+    write_report(uri, sweep_id=SWEEP, out_dir=again)
+    comparison = filecmp.dircmp(out, again)
+    assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
+    assert filecmp.cmpfiles(out / "images", again / "images", _names(out / "images"),
+                            shallow=False)[1:] == ([], [])  # fmt: skip
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _mean_auc(client, ids, loss):
+    return sum(client.get_run(ids[(loss, s)]).data.metrics["roc_auc"] for s in (0, 1)) / 2
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(sweep, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    root, uri, _ = sweep
+    html_path = write_report(uri, sweep_id=SWEEP, out_dir=tmp_path / "report")
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and chromedriver, "install Debian's chromium and chromium-driver"
+    options = Options()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1300,1600",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get(html_path.resolve().as_uri())
+        table_rows = driver.find_elements(By.CSS_SELECTOR, "table tr")
+        assert len(table_rows) == 1 + 2  # header + bce + mse
+        assert "ROC-AUC" in table_rows[0].text
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'),"
+            " i.complete && i.naturalWidth > 0]);"
+        )
+        assert len(images) == 3  # one ROC overlay + two histograms
+        assert all(loaded for _, loaded in images), images
+        assert "run failed" in driver.find_element(By.ID, "problems").text
+        shot = tmp_path / "report.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
