@@ -187,18 +187,24 @@ def load_dataset(name: str, split: str, root: str | None = None, download: bool 
 
 
 @dataclass
+class LabeledSet:
+    """Training images with labels (1 = anomaly), for supervised models only."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
 class Splits:
     """What a scenario hands the pipeline. Label 1 marks an anomaly."""
 
-    x_train: np.ndarray  # training images (normal, or unlabeled for 'contaminated')
+    x_train: np.ndarray  # autoencoder training images (normal, or an unlabeled mix)
     x_val: np.ndarray  # held-out split of the same data: val loss and threshold fitting
     x_test: np.ndarray
     y_test: np.ndarray
     description: dict[str, str] = field(default_factory=dict)
-    # labeled training data for supervised models (1 = anomaly); None when the scenario has none
-    y_train: np.ndarray | None = None
-    y_val: np.ndarray | None = None
-    x_train_labeled: np.ndarray | None = None
+    # labeled training data for supervised models; None when the scenario has none
+    labeled: LabeledSet | None = None
 
 
 def _limit(images: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -217,10 +223,26 @@ def _split_validation(
     return images[order[n_val:]], images[order[:n_val]]
 
 
-def _test_set(normal: np.ndarray, anomalies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _labeled(normal: np.ndarray, anomalies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([normal, anomalies])
     y = np.concatenate([np.zeros(len(normal), np.int64), np.ones(len(anomalies), np.int64)])
     return x, y
+
+
+def _shuffled(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> LabeledSet:
+    order = rng.permutation(len(images))
+    return LabeledSet(images[order], labels[order])
+
+
+def _sample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return pool[rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
+
+
+def _mixed_count(fraction: float, n_normal: int) -> int:
+    """How many images of another class make up `fraction` of the mixed set."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"a mixed-in fraction must be in [0, 1), got {fraction}")
+    return int(round(fraction * n_normal / (1 - fraction)))
 
 
 def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
@@ -235,18 +257,23 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
 
     kind = scenario["name"]
     if kind in ("mnist_vs_fashion", "fashion_vs_mnist"):
-        normal_name, anomaly_name = (
-            ("mnist", "fashion_mnist") if kind == "mnist_vs_fashion" else ("fashion_mnist", "mnist")
-        )
+        pair = ("mnist", "fashion_mnist")
+        normal_name, anomaly_name = pair if kind == "mnist_vs_fashion" else pair[::-1]
         train = load(normal_name, "train")
-        x_train, x_val = _split_validation(
-            _limit(train.images, train_limit, rng), val_fraction, rng
-        )
+        normal_train = _limit(train.images, train_limit, rng)
+        x_train, x_val = _split_validation(normal_train, val_fraction, rng)
         normal_test = _limit(load(normal_name, "test").images, test_limit, rng)
         anomaly_test = _limit(load(anomaly_name, "test").images, test_limit, rng)
-        x_test, y_test = _test_set(normal_test, anomaly_test)
+        x_test, y_test = _labeled(normal_test, anomaly_test)
         description = {"normal": f"{normal_name} (train: {train.source})", "anomaly": anomaly_name}
-        return Splits(x_train, x_val, x_test, y_test, description)
+        labeled = None
+        n_labeled = int(scenario.get("labeled_anomalies") or 0)
+        if n_labeled > 0:
+            # an explicit sample of the anomaly dataset's *training* split, never its test split
+            sample = _sample(load(anomaly_name, "train").images, n_labeled, rng)
+            labeled = _shuffled(*_labeled(normal_train, sample), rng)
+            description["labeled_anomalies"] = f"{len(sample)} {anomaly_name} training images"
+        return Splits(x_train, x_val, x_test, y_test, description, labeled)
 
     if kind == "one_class":
         name, normal_class = scenario["dataset"], int(scenario["normal_class"])
@@ -254,35 +281,41 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
             raise ValueError(f"scenario.normal_class must be 0..9, got {normal_class}")
         train = load(name, "train")
         normal_train = _limit(train.images[train.labels == normal_class], train_limit, rng)
-        x_train, x_val = _split_validation(normal_train, val_fraction, rng)
+        description = {"normal": f"{name} class {normal_class}", "anomaly": f"{name} other classes"}
+        fraction = float(scenario.get("train_anomaly_fraction") or 0.0)
+        labeled = None
+        if fraction > 0:
+            # Other classes mixed into training. Autoencoders see the mix unlabeled; only
+            # supervised models use the labels.
+            others = train.images[train.labels != normal_class]
+            sample = _sample(others, _mixed_count(fraction, len(normal_train)), rng)
+            labeled = _shuffled(*_labeled(normal_train, sample), rng)
+            description["training_mix"] = f"{len(normal_train)} normal + {len(sample)} others"
+            x_train, x_val = _split_validation(labeled.images, val_fraction, rng)
+        else:
+            x_train, x_val = _split_validation(normal_train, val_fraction, rng)
         test = load(name, "test")
         is_anomaly = (test.labels != normal_class).astype(np.int64)
         keep = _limit(np.arange(len(test.labels)), test_limit, rng)
-        description = {"normal": f"{name} class {normal_class}", "anomaly": f"{name} other classes"}
-        return Splits(x_train, x_val, test.images[keep], is_anomaly[keep], description)
+        return Splits(x_train, x_val, test.images[keep], is_anomaly[keep], description, labeled)
 
     if kind == "contaminated":
         name = scenario["dataset"]
         normal_class, anomaly_class = int(scenario["normal_class"]), int(scenario["anomaly_class"])
         fraction = float(scenario["fraction"])
-        if not 0 <= fraction < 1:
-            raise ValueError(f"scenario.fraction must be in [0, 1), got {fraction}")
         train = load(name, "train")
         normal = _limit(train.images[train.labels == normal_class], train_limit, rng)
         pool = train.images[train.labels == anomaly_class]
-        # fraction p of the mixed set: n_b / (n_a + n_b) = p
-        n_planted = int(round(fraction * len(normal) / (1 - fraction)))
-        planted = pool[rng.choice(len(pool), size=min(n_planted, len(pool)), replace=False)]
-        x_all, y_all = _test_set(normal, planted)
-        order = rng.permutation(len(x_all))
-        x_all, y_all = x_all[order], y_all[order]
-        x_train, x_val = _split_validation(x_all, val_fraction, rng)
+        planted = _sample(pool, _mixed_count(fraction, len(normal)), rng)
+        mixed = _shuffled(*_labeled(normal, planted), rng)
+        x_train, x_val = _split_validation(mixed.images, val_fraction, rng)
         description = {
             "normal": f"{name} class {normal_class}",
             "anomaly": f"{len(planted)} planted {name} class {anomaly_class} ({fraction:.1%})",
         }
-        # The detector sees the set unlabeled; it is evaluated on that same set.
-        return Splits(x_train, x_val, x_all, y_all, description)
+        # The detector sees the set unlabeled and is evaluated on that same set, so there is
+        # no separate labeled set a supervised model could honestly train on.
+        return Splits(x_train, x_val, mixed.images, mixed.labels, description)
 
     if kind == "noise":
         name = scenario["dataset"]
@@ -293,7 +326,7 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         normal_test = _limit(load(name, "test").images, test_limit, rng)
         n_noise = int(scenario.get("n_anomalies") or len(normal_test))
         noise = rng.uniform(0.0, 1.0, size=(n_noise, 28, 28, 1)).astype(np.float32)
-        x_test, y_test = _test_set(normal_test, noise)
+        x_test, y_test = _labeled(normal_test, noise)
         description = {"normal": name, "anomaly": f"{n_noise} uniform-noise images"}
         return Splits(x_train, x_val, x_test, y_test, description)
 

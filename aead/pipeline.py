@@ -1,14 +1,15 @@
-"""One run, end to end: data -> model -> train -> score -> threshold -> metrics -> MLflow.
+"""One run, end to end: data -> model (trained, or reused from the cache) -> scores ->
+threshold -> metrics -> MLflow.
 
-Knows nothing of Hydra: it takes a resolved config (an OmegaConf DictConfig or a mapping)
-and a RunContext that the entry point fills in.
+Knows nothing of Hydra: it takes a resolved config (an OmegaConf DictConfig) and a RunContext
+that the entry point fills in.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,12 +18,20 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from aead import plots
+from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
-from aead.losses import get_loss, score_images
+from aead.losses import score_images
 from aead.metrics import detection_metrics
-from aead.models import build_model
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import Tracker, flatten, resolve_tracking_uri, ui_command
+from aead.training import (
+    classifier_split,
+    cross_validate_classifier,
+    predict_probability,
+    require_labels,
+    train_autoencoder,
+    train_classifier,
+)
 
 N_RECONSTRUCTIONS = 8
 MAX_OUTLIERS_SHOWN = 32
@@ -32,7 +41,7 @@ MAX_OUTLIERS_SHOWN = 32
 class RunContext:
     """What the entry point knows about the invocation."""
 
-    base_dir: str = "."  # where the default ./mlruns store lives
+    base_dir: str = "."  # where the default ./mlruns store and ./.aead_cache live
     overrides: list[str] = field(default_factory=list)
     sweep_id: str | None = None
     job_num: int | None = None
@@ -43,6 +52,24 @@ class RunResult:
     run_id: str
     tracking_uri: str
     metrics: dict[str, float]
+    model_source: str  # "trained" or "reused"
+
+
+@dataclass
+class Detector:
+    """A trained model and how to score images with it."""
+
+    model: keras.Model
+    kind: str  # "autoencoder" or "classifier"
+    score_name: str
+    threshold_images: np.ndarray  # held-out normal validation images the threshold is fit on
+
+    def scores(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(per-image anomaly scores, reconstructions or None)."""
+        if self.kind == "classifier":
+            return predict_probability(self.model, images, batch_size), None
+        reconstructions = self.model.predict(images, batch_size=batch_size, verbose=0)
+        return score_images(images, reconstructions, self.score_name), reconstructions
 
 
 def seed_everything(seed: int) -> None:
@@ -52,52 +79,96 @@ def seed_everything(seed: int) -> None:
 
 
 def default_run_name(cfg: DictConfig) -> str:
-    return (
-        f"{cfg.model.name}-{cfg.loss.name}-{cfg.scenario.name}-{cfg.threshold.name}-seed{cfg.seed}"
-    )
+    # a classifier learns labels with BCE whatever the loss group says, so its name omits it
+    loss = "" if cfg.model.kind == "classifier" else f"-{cfg.loss.name}"
+    return f"{cfg.model.name}{loss}-{cfg.scenario.name}-{cfg.threshold.name}-seed{cfg.seed}"
 
 
-def _verbosity(setting) -> int:
-    if setting in (None, "auto"):
-        return 1 if sys.stdout.isatty() else 2  # a bar on a terminal, one line per epoch in logs
-    return int(setting)
+def _container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
 
 
-def train_autoencoder(cfg: DictConfig, splits: Splits, tracker: Tracker) -> keras.Model:
-    model = build_model(cfg.model)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(cfg.trainer.learning_rate)),
-        loss=get_loss(cfg.loss.name),
-    )
-    callbacks = [tracker.epoch_logger()]
-    if cfg.trainer.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(cfg.trainer.patience), restore_best_weights=True
-            )
+def obtain_detector(
+    cfg: DictConfig, splits: Splits, tracker: Tracker, cache: ModelCache | None
+) -> tuple[Detector, str]:
+    """Train the configured model, or reuse the one an earlier run trained on exactly the same
+    training configuration; tags the run with which it was and who trained it."""
+    trainer = _container(cfg.trainer)
+    classifier = cfg.model.kind == "classifier"
+    if classifier:
+        labeled = require_labels(splits.labeled, cfg.scenario.name)
+        split = classifier_split(labeled, float(cfg.data.val_fraction), int(cfg.seed))
+        data_arrays = split
+        loss_name = "binary_crossentropy"  # the CNN learns labels; the loss group does not apply
+        threshold_images = split[2][split[3] == 0]
+    else:
+        data_arrays = (splits.x_train, splits.x_val)
+        loss_name = cfg.loss.name
+        threshold_images = splits.x_val
+    key, fields = training_key(_container(cfg.model), loss_name, trainer, cfg.seed, data_arrays)
+
+    cached, reason = cache.load(key) if cache else (None, "cache disabled")
+    if cached is not None:
+        print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
+        model, history, source, trained_by = (
+            cached.model,
+            cached.history,
+            "reused",
+            cached.trained_by_run,
         )
-    print(
-        f"[aead] training {model.name} ({model.count_params():,} parameters) with "
-        f"{cfg.loss.name} on {len(splits.x_train):,} images, validating on {len(splits.x_val):,}",
-        flush=True,
+        for epoch, values in enumerate(zip(*history.values(), strict=True), start=1):
+            tracker.log_metrics(dict(zip(history, values, strict=True)), step=epoch)
+    else:
+        if cache and reason != "not cached yet":
+            print(f"[aead] {reason}: retraining", flush=True)
+        callbacks = [tracker.epoch_logger()]
+        if classifier:
+            model, history = train_classifier(_container(cfg.model), trainer, *split, callbacks)
+        else:
+            model, history = train_autoencoder(
+                _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val, callbacks
+            )
+        source, trained_by = "trained", tracker.run_id
+        if cache:
+            cache.store(key, fields, model, history, tracker.run_id)
+    tracker.set_tags(
+        {
+            "aead.model_source": source,
+            "aead.trained_by_run": trained_by,
+            "aead.cache_key": key[:24],
+            "aead.training_loss": loss_name,
+            **({"aead.cache_note": reason} if source == "trained" and cache else {}),
+        }
     )
-    history = model.fit(
-        splits.x_train,
-        splits.x_train,
-        validation_data=(splits.x_val, splits.x_val),
-        epochs=int(cfg.trainer.epochs),
-        batch_size=int(cfg.trainer.batch_size),
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=_verbosity(cfg.trainer.get("verbose")),
-    )
-    curves = {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
-    tracker.log_figure(plots.training_curves(curves), "plots/training_curves.png")
-    return model
+    tracker.log_figure(plots.training_curves(history), "plots/training_curves.png")
+    return Detector(
+        model, cfg.model.kind, "probability" if classifier else cfg.loss.score, threshold_images
+    ), source
 
 
-def _reconstruct(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    return model.predict(images, batch_size=batch_size, verbose=0)
+def _kfold(cfg: DictConfig, splits: Splits, tracker: Tracker) -> dict[str, float]:
+    k = int(cfg.trainer.kfold)
+    labeled = require_labels(splits.labeled, cfg.scenario.name)
+    folds = cross_validate_classifier(
+        _container(cfg.model),
+        _container(cfg.trainer),
+        labeled,
+        k,
+        float(cfg.data.val_fraction),
+        int(cfg.seed),
+    )
+    for fold in folds:
+        tracker.log_metrics(
+            {"fold_roc_auc": fold["roc_auc"], "fold_accuracy": fold["accuracy"]}, step=fold["fold"]
+        )
+    tracker.log_dataframe_csv(pd.DataFrame(folds), "kfold.csv")
+    summary = {}
+    for metric in ("roc_auc", "accuracy"):
+        values = np.array([f[metric] for f in folds])
+        summary[f"kfold_{metric}_mean"] = float(values.mean())
+        summary[f"kfold_{metric}_std"] = float(values.std(ddof=1))
+    summary["kfold_k"] = k
+    return summary
 
 
 def _scenario_metrics(cfg: DictConfig, labels, scores, predicted) -> dict[str, float]:
@@ -117,33 +188,36 @@ def _log_artifacts(
     tracker: Tracker,
     cfg: DictConfig,
     splits: Splits,
-    reconstructions: np.ndarray,
+    detector: Detector,
+    reconstructions: np.ndarray | None,
     scores: np.ndarray,
     predicted: np.ndarray,
     threshold: Threshold,
     metrics: dict,
 ) -> None:
     labels = splits.y_test
-    score_name = cfg.loss.score
     title = f"{cfg.model.name} / {cfg.loss.name} / {cfg.scenario.name}"
     tracker.log_figure(
         plots.error_histogram(
-            scores[labels == 0], scores[labels == 1], threshold, score_name, title
+            scores[labels == 0], scores[labels == 1], threshold, detector.score_name, title
         ),
         "plots/error_histogram.png",
     )
     tracker.log_figure(
         plots.roc_curve(labels, scores, metrics.get("roc_auc"), title), "plots/roc_curve.png"
     )
-    rows = {}
-    for label, name in ((0, "normal"), (1, "anomaly")):
-        index = np.flatnonzero(labels == label)[:N_RECONSTRUCTIONS]
-        if len(index):
-            rows[name] = (splits.x_test[index], reconstructions[index])
-    tracker.log_figure(plots.reconstructions(rows, N_RECONSTRUCTIONS), "plots/reconstructions.png")
+    if reconstructions is not None:
+        rows = {}
+        for label, name in ((0, "normal"), (1, "anomaly")):
+            index = np.flatnonzero(labels == label)[:N_RECONSTRUCTIONS]
+            if len(index):
+                rows[name] = (splits.x_test[index], reconstructions[index])
+        tracker.log_figure(
+            plots.reconstructions(rows, N_RECONSTRUCTIONS), "plots/reconstructions.png"
+        )
 
     flagged = np.flatnonzero(predicted)
-    worst_first = flagged[np.argsort(-scores[flagged])][:MAX_OUTLIERS_SHOWN]
+    worst_first = flagged[np.argsort(-scores[flagged], kind="stable")][:MAX_OUTLIERS_SHOWN]
     captions = [f"{scores[i]:.4f}{' *' if labels[i] else ''}" for i in worst_first]
     tracker.log_figure(
         plots.image_grid(
@@ -166,8 +240,15 @@ def _log_artifacts(
     )
 
 
+def _cache(cfg: DictConfig, context: RunContext) -> ModelCache | None:
+    settings = cfg.get("cache") or {}
+    if not settings.get("enabled", True):
+        return None
+    return ModelCache(settings.get("dir") or Path(context.base_dir) / ".aead_cache")
+
+
 def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
-    """Train, score and log one variant as one MLflow run; returns its metrics."""
+    """Train (or reuse), score and log one variant as one MLflow run; returns its metrics."""
     context = context or RunContext()
     started = time.time()
     seed_everything(cfg.seed)
@@ -176,15 +257,11 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     if context.sweep_id:
         tags["sweep_id"] = context.sweep_id
         tags["sweep_job"] = str(context.job_num)
-    if cfg.model.kind != "autoencoder":
-        raise ValueError(f"model '{cfg.model.name}' (kind {cfg.model.kind}) is not supported yet")
-
-    run_name = cfg.get("run_name") or default_run_name(cfg)
     tags["overrides"] = " ".join(context.overrides) or "(none)"
+    run_name = cfg.get("run_name") or default_run_name(cfg)
     with Tracker(tracking_uri, cfg.experiment_name, run_name, tags) as tracker:
         # params first: a run that fails (even on missing data) is recorded with its config
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        tracker.log_params(flatten(resolved))
+        tracker.log_params(flatten(_container(cfg)))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
         tracker.set_tags({f"data.{k}": v for k, v in splits.description.items()})
@@ -195,14 +272,16 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
                 "n_test": len(splits.x_test),
             }
         )
+        extra = {}
+        if cfg.trainer.get("kfold"):
+            if cfg.model.kind != "classifier":
+                raise ValueError("trainer.kfold applies to the supervised model=cnn only")
+            extra = _kfold(cfg, splits, tracker)
 
-        model = train_autoencoder(cfg, splits, tracker)
+        detector, source = obtain_detector(cfg, splits, tracker, _cache(cfg, context))
         batch = int(cfg.trainer.batch_size)
-        val_scores = score_images(
-            splits.x_val, _reconstruct(model, splits.x_val, batch), cfg.loss.score
-        )
-        reconstructions = _reconstruct(model, splits.x_test, batch)
-        scores = score_images(splits.x_test, reconstructions, cfg.loss.score)
+        val_scores, _ = detector.scores(detector.threshold_images, batch)
+        scores, reconstructions = detector.scores(splits.x_test, batch)
 
         threshold = fit_threshold(cfg.threshold, val_scores)
         predicted = threshold.flag(scores)
@@ -210,22 +289,27 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         metrics.update(threshold.as_metrics())
         metrics.update(_scenario_metrics(cfg, splits.y_test, scores, predicted))
         metrics["mean_score_validation"] = float(val_scores.mean())
+        metrics.update(extra)
         tracker.log_metrics(metrics)
-        _log_artifacts(tracker, cfg, splits, reconstructions, scores, predicted, threshold, metrics)
+        _log_artifacts(
+            tracker, cfg, splits, detector, reconstructions, scores, predicted, threshold, metrics
+        )
         if cfg.tracking.get("log_model", True):
-            tracker.log_keras_model(model, splits.x_val[:4])
+            tracker.log_keras_model(detector.model, splits.x_test[:4])
         metrics["duration_s"] = time.time() - started
         tracker.log_metrics({"duration_s": metrics["duration_s"]})
-        result = RunResult(tracker.run_id, tracking_uri, metrics)
-        _print_summary(run_name, tracker, metrics)
+        result = RunResult(tracker.run_id, tracking_uri, metrics, source)
+        _print_summary(run_name, tracker, metrics, source)
     return result
 
 
-def _print_summary(run_name: str, tracker: Tracker, metrics: dict) -> None:
+def _print_summary(run_name: str, tracker: Tracker, metrics: dict, source: str) -> None:
     keys = ["roc_auc", "average_precision", "accuracy", "precision", "recall", "f1", "fpr"]
     keys += [k for k in ("threshold_lower", "threshold_upper") if k in metrics]
-    lines = [f"[aead] run {run_name} ({tracker.run_id}) finished"]
-    lines += [f"    {k:<18} {metrics[k]:.4f}" for k in keys if k in metrics]
+    keys += [k for k in ("n_outliers", "planted_flagged", "kfold_roc_auc_mean") if k in metrics]
+    keys += [k for k in ("kfold_accuracy_mean",) if k in metrics]
+    lines = [f"[aead] run {run_name} ({tracker.run_id}) finished; model {source}"]
+    lines += [f"    {k:<20} {metrics[k]:.4f}" for k in keys if k in metrics]
     lines.append(f"    open it: {ui_command(tracker.tracking_uri)}")
     lines.append(f"    then:    {tracker.run_url()}")
     print("\n".join(lines), flush=True)

@@ -47,8 +47,11 @@ def make_config(tmp_path):
     """Compose the real Hydra config with overrides, tracking into a store under tmp_path."""
 
     def _make(*overrides: str, quick: bool = True):
-        store = f"tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+        isolated = [
+            f"tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+            f"cache.dir={tmp_path / 'cache'}",
+        ]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("config", overrides=[*(QUICK if quick else []), store, *overrides])
+            return compose("config", overrides=[*(QUICK if quick else []), *isolated, *overrides])
 
     return _make

@@ -134,6 +134,7 @@ def test_multirun_makes_one_run_per_job(tmp_path):
         *QUICK,
         "tracking.log_model=false",
         f"hydra.sweep.dir={tmp_path / 'multirun' / 'sweep-x'}",
+        f"cache.dir={tmp_path / 'cache'}",
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

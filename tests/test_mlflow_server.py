@@ -71,7 +71,8 @@ def mlflow_server(tmp_path):
 def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     command = [sys.executable, "-m", "aead.run", *QUICK, "tracking.log_model=false",
-               "experiment_name=server-test", f"hydra.run.dir={tmp_path / 'out'}"]  # fmt: skip
+               "experiment_name=server-test", f"hydra.run.dir={tmp_path / 'out'}",
+               f"cache.dir={tmp_path / 'cache'}"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (REPO / "mlruns" / "artifacts" / "server-test").exists()

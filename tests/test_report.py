@@ -38,12 +38,16 @@ def sweep(tmp_path_factory, data_dir):
                     f"loss={loss}",
                     f"seed={seed}",
                     "model=dense",
+                    f"cache.dir={root / 'cache'}",
                 ],
             )
             for loss, seed in jobs
         ]
-        broken = compose("config", [*QUICK, f"tracking.uri={uri}", "tracking.log_model=false",
-                                    "loss=bce", "seed=2", "model=dense"])  # fmt: skip
+        broken = compose(
+            "config",
+            [*QUICK, f"tracking.uri={uri}", "tracking.log_model=false", "loss=bce", "seed=2",
+             "model=dense", f"cache.dir={root / 'cache'}"],
+        )  # fmt: skip
     ids = {}
     for (loss, seed), cfg in zip(jobs, configs, strict=True):
         ids[(loss, seed)] = run(cfg, RunContext(str(root), sweep_id=SWEEP, job_num=0)).run_id

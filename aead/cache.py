@@ -1,0 +1,121 @@
+"""Train once, score many: trained models cached under a key made of exactly what affects
+training (model, training loss, trainer settings, seed, and a fingerprint of the training
+and validation data). Runs that differ only in threshold or score function reuse the model.
+
+Each entry is checked before use (key, file checksum, loadability); a stale or corrupt entry
+is reported and retrained, never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import aead
+
+CACHE_FORMAT = 1
+NOT_TRAINING = ("verbose", "kfold")  # trainer keys that do not change the trained weights
+
+
+def _fingerprint(*arrays: np.ndarray | None) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def training_key(
+    model: Mapping, loss_name: str | None, trainer: Mapping, seed: int, data_arrays
+) -> tuple[str, dict]:
+    """The cache key and the fields it is made of (stored with the entry, for humans)."""
+    import tensorflow as tf
+
+    fields = {
+        "format": CACHE_FORMAT,
+        "aead": aead.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "model": dict(model),
+        "loss": loss_name,
+        "trainer": {k: v for k, v in trainer.items() if k not in NOT_TRAINING},
+        "seed": int(seed),
+        "data": _fingerprint(*data_arrays),
+    }
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), fields
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class CachedModel:
+    model: keras.Model
+    history: dict[str, list[float]]
+    trained_by_run: str
+
+
+class ModelCache:
+    MODEL_FILE = "model.keras"
+    META_FILE = "meta.json"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:24]
+
+    def load(self, key: str) -> tuple[CachedModel | None, str]:
+        """(the cached model, "") or (None, why it cannot be used)."""
+        folder = self.entry(key)
+        if not folder.exists():
+            return None, "not cached yet"
+        try:
+            meta = json.loads((folder / self.META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            return None, f"corrupt entry {folder}: unreadable {self.META_FILE} ({exc})"
+        if meta.get("key") != key:
+            return None, f"stale entry {folder}: its key does not match this configuration"
+        model_path = folder / self.MODEL_FILE
+        try:
+            checksum = _file_sha256(model_path)
+        except OSError as exc:
+            return None, f"corrupt entry {folder}: {exc}"
+        if checksum != meta.get("model_sha256"):
+            return None, f"corrupt entry {folder}: {self.MODEL_FILE} checksum mismatch"
+        try:
+            model = keras.models.load_model(model_path)
+        except Exception as exc:  # any load failure means the entry cannot be trusted
+            return None, f"corrupt entry {folder}: cannot load model ({exc})"
+        return CachedModel(model, meta["history"], meta["trained_by_run"]), ""
+
+    def store(self, key: str, fields: dict, model: keras.Model, history: dict, run_id: str) -> Path:
+        """Write the entry atomically (a crash leaves the old entry or none, never half)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        model.save(staging / self.MODEL_FILE)
+        meta = {
+            "key": key,
+            "fields": fields,
+            "model_sha256": _file_sha256(staging / self.MODEL_FILE),
+            "history": {k: [float(v) for v in values] for k, values in history.items()},
+            "trained_by_run": run_id,
+        }
+        (staging / self.META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        target = self.entry(key)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        return target

@@ -1,0 +1,151 @@
+"""Training: autoencoders on images, the supervised CNN on labeled images (class weights,
+early stopping, optional K-fold cross-validation). Keras only; logging goes through callbacks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from aead.data import LabeledSet
+from aead.losses import get_loss
+from aead.models import build_model
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """w_c = N / (2 * N_c): each class weighs as much in total as the other."""
+    labels = np.asarray(labels).astype(int)
+    counts = np.bincount(labels, minlength=2)
+    if (counts == 0).any():
+        raise ValueError(f"class weights need both classes; counts are {counts.tolist()}")
+    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+
+
+def _verbosity(setting) -> int:
+    if setting in (None, "auto"):
+        return 1 if sys.stdout.isatty() else 2  # a bar on a terminal, one line per epoch in logs
+    return int(setting)
+
+
+def _callbacks(trainer: Mapping, extra: list) -> list:
+    callbacks = list(extra)
+    if trainer.get("patience"):
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(trainer["patience"]), restore_best_weights=True
+            )
+        )
+    return callbacks
+
+
+def _compile(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
+    optimizer = keras.optimizers.Adam(learning_rate=float(trainer["learning_rate"]))
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def train_autoencoder(
+    model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, callbacks=()
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    model = _compile(build_model(model_cfg), trainer, get_loss(loss_name))
+    print(
+        f"[aead] training {model.name} ({model.count_params():,} parameters) with {loss_name} "
+        f"on {len(x_train):,} images, validating on {len(x_val):,}",
+        flush=True,
+    )
+    history = model.fit(
+        x_train,
+        x_train,
+        validation_data=(x_val, x_val),
+        epochs=int(trainer["epochs"]),
+        batch_size=int(trainer["batch_size"]),
+        shuffle=True,
+        callbacks=_callbacks(trainer, callbacks),
+        verbose=_verbosity(trainer.get("verbose")),
+    )
+    return model, {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
+
+
+def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:
+    """A supervised model needs labeled anomalies in *training*; never take them from test."""
+    if labeled is None or len(np.unique(labeled.labels)) < 2:
+        raise ValueError(
+            f"model=cnn is supervised and scenario '{scenario_name}' has no labeled anomalies "
+            "in its training data. Give it some explicitly: scenario.labeled_anomalies=N "
+            "(mnist_vs_fashion, fashion_vs_mnist: N anomaly-dataset training images) or "
+            "scenario.train_anomaly_fraction=p (one_class). Test images are never used."
+        )
+    return labeled
+
+
+def classifier_split(labeled: LabeledSet, val_fraction: float, seed: int):
+    """Stratified train / validation split of a labeled set: (x_tr, y_tr, x_val, y_val)."""
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        labeled.images,
+        labeled.labels,
+        test_size=val_fraction,
+        stratify=labeled.labels,
+        random_state=seed,
+    )
+    return x_tr, y_tr, x_val, y_val
+
+
+def train_classifier(
+    model_cfg: Mapping, trainer: Mapping, x_tr, y_tr, x_val, y_val, callbacks=()
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    weights = class_weights(y_tr)
+    model = _compile(build_model(model_cfg), trainer, "binary_crossentropy")
+    print(
+        f"[aead] training {model.name} ({model.count_params():,} parameters) on {len(x_tr):,} "
+        f"labeled images ({int(y_tr.sum())} anomalies), class weights "
+        f"{ {c: round(w, 3) for c, w in weights.items()} }",
+        flush=True,
+    )
+    history = model.fit(
+        x_tr,
+        y_tr.astype("float32"),
+        validation_data=(x_val, y_val.astype("float32")),
+        epochs=int(trainer["epochs"]),
+        batch_size=int(trainer["batch_size"]),
+        class_weight=weights,
+        shuffle=True,
+        callbacks=_callbacks(trainer, callbacks),
+        verbose=_verbosity(trainer.get("verbose")),
+    )
+    return model, {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
+
+
+def predict_probability(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1).astype(np.float64)
+
+
+def cross_validate_classifier(
+    model_cfg: Mapping, trainer: Mapping, labeled: LabeledSet, k: int, val_fraction: float, seed
+) -> list[dict[str, float]]:
+    """Stratified K-fold: a fresh CNN per fold (early stopping on an inner validation split of
+    the fold's training part), scored on the held-out fold: ROC-AUC and accuracy at p = 0.5."""
+    if k < 2:
+        raise ValueError(f"trainer.kfold must be at least 2, got {k}")
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    results = []
+    for fold, (train_idx, test_idx) in enumerate(folds.split(labeled.images, labeled.labels), 1):
+        print(f"[aead] fold {fold}/{k}", flush=True)
+        part = LabeledSet(labeled.images[train_idx], labeled.labels[train_idx])
+        model, _ = train_classifier(
+            model_cfg, trainer, *classifier_split(part, val_fraction, seed + fold)
+        )
+        p = predict_probability(model, labeled.images[test_idx], int(trainer["batch_size"]))
+        y = labeled.labels[test_idx]
+        results.append(
+            {
+                "fold": fold,
+                "roc_auc": float(roc_auc_score(y, p)),
+                "accuracy": float(accuracy_score(y, p > 0.5)),
+                "n": len(y),
+            }
+        )
+    return results
