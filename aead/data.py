@@ -265,7 +265,7 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         normal_test = _limit(load(normal_name, "test").images, test_limit, rng)
         anomaly_test = _limit(load(anomaly_name, "test").images, test_limit, rng)
         x_test, y_test = _labeled(normal_test, anomaly_test)
-        description = {"normal": f"{normal_name} (train: {train.source})", "anomaly": anomaly_name}
+        description = {"normal": normal_name, "anomaly": anomaly_name, "source": train.source}
         labeled = None
         n_labeled = int(scenario.get("labeled_anomalies") or 0)
         if n_labeled > 0:
@@ -281,7 +281,11 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
             raise ValueError(f"scenario.normal_class must be 0..9, got {normal_class}")
         train = load(name, "train")
         normal_train = _limit(train.images[train.labels == normal_class], train_limit, rng)
-        description = {"normal": f"{name} class {normal_class}", "anomaly": f"{name} other classes"}
+        description = {
+            "normal": f"{name} class {normal_class}",
+            "anomaly": f"{name} other classes",
+            "source": train.source,
+        }
         fraction = float(scenario.get("train_anomaly_fraction") or 0.0)
         labeled = None
         if fraction > 0:
@@ -312,6 +316,7 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         description = {
             "normal": f"{name} class {normal_class}",
             "anomaly": f"{len(planted)} planted {name} class {anomaly_class} ({fraction:.1%})",
+            "source": train.source,
         }
         # The detector sees the set unlabeled and is evaluated on that same set, so there is
         # no separate labeled set a supervised model could honestly train on.
@@ -327,7 +332,11 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         n_noise = int(scenario.get("n_anomalies") or len(normal_test))
         noise = rng.uniform(0.0, 1.0, size=(n_noise, 28, 28, 1)).astype(np.float32)
         x_test, y_test = _labeled(normal_test, noise)
-        description = {"normal": name, "anomaly": f"{n_noise} uniform-noise images"}
+        description = {
+            "normal": name,
+            "anomaly": f"{n_noise} uniform-noise images",
+            "source": train.source,
+        }
         return Splits(x_train, x_val, x_test, y_test, description)
 
     raise ValueError(

@@ -63,6 +63,7 @@ class Detector:
     kind: str  # "autoencoder" or "classifier"
     score_name: str
     threshold_images: np.ndarray  # held-out normal validation images the threshold is fit on
+    source: str  # "trained" here, or "reused" from the cache
 
     def scores(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(per-image anomaly scores, reconstructions or None)."""
@@ -90,7 +91,7 @@ def _container(node) -> dict:
 
 def obtain_detector(
     cfg: DictConfig, splits: Splits, tracker: Tracker, cache: ModelCache | None
-) -> tuple[Detector, str]:
+) -> Detector:
     """Train the configured model, or reuse the one an earlier run trained on exactly the same
     training configuration; tags the run with which it was and who trained it."""
     trainer = _container(cfg.trainer)
@@ -100,7 +101,7 @@ def obtain_detector(
         split = classifier_split(labeled, float(cfg.data.val_fraction), int(cfg.seed))
         data_arrays = split
         loss_name = "binary_crossentropy"  # the CNN learns labels; the loss group does not apply
-        threshold_images = split[2][split[3] == 0]
+        threshold_images = split[2][split[3] == 0]  # normal validation images
     else:
         data_arrays = (splits.x_train, splits.x_val)
         loss_name = cfg.loss.name
@@ -110,12 +111,9 @@ def obtain_detector(
     cached, reason = cache.load(key) if cache else (None, "cache disabled")
     if cached is not None:
         print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
-        model, history, source, trained_by = (
-            cached.model,
-            cached.history,
-            "reused",
-            cached.trained_by_run,
-        )
+        model, history, source = cached.model, cached.history, "reused"
+        trained_by = cached.trained_by_run
+        # the training curves belong to this run's model too: log them again, step = epoch
         for epoch, values in enumerate(zip(*history.values(), strict=True), start=1):
             tracker.log_metrics(dict(zip(history, values, strict=True)), step=epoch)
     else:
@@ -131,19 +129,18 @@ def obtain_detector(
         source, trained_by = "trained", tracker.run_id
         if cache:
             cache.store(key, fields, model, history, tracker.run_id)
-    tracker.set_tags(
-        {
-            "aead.model_source": source,
-            "aead.trained_by_run": trained_by,
-            "aead.cache_key": key[:24],
-            "aead.training_loss": loss_name,
-            **({"aead.cache_note": reason} if source == "trained" and cache else {}),
-        }
-    )
+    tags = {
+        "aead.model_source": source,
+        "aead.trained_by_run": trained_by,
+        "aead.cache_key": key[:24],
+        "aead.training_loss": loss_name,
+    }
+    if source == "trained" and cache:
+        tags["aead.cache_note"] = reason
+    tracker.set_tags(tags)
     tracker.log_figure(plots.training_curves(history), "plots/training_curves.png")
-    return Detector(
-        model, cfg.model.kind, "probability" if classifier else cfg.loss.score, threshold_images
-    ), source
+    score_name = "probability" if classifier else cfg.loss.score
+    return Detector(model, cfg.model.kind, score_name, threshold_images, source)
 
 
 def _kfold(cfg: DictConfig, splits: Splits, tracker: Tracker) -> dict[str, float]:
@@ -278,7 +275,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
                 raise ValueError("trainer.kfold applies to the supervised model=cnn only")
             extra = _kfold(cfg, splits, tracker)
 
-        detector, source = obtain_detector(cfg, splits, tracker, _cache(cfg, context))
+        detector = obtain_detector(cfg, splits, tracker, _cache(cfg, context))
         batch = int(cfg.trainer.batch_size)
         val_scores, _ = detector.scores(detector.threshold_images, batch)
         scores, reconstructions = detector.scores(splits.x_test, batch)
@@ -298,8 +295,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
             tracker.log_keras_model(detector.model, splits.x_test[:4])
         metrics["duration_s"] = time.time() - started
         tracker.log_metrics({"duration_s": metrics["duration_s"]})
-        result = RunResult(tracker.run_id, tracking_uri, metrics, source)
-        _print_summary(run_name, tracker, metrics, source)
+        result = RunResult(tracker.run_id, tracking_uri, metrics, detector.source)
+        _print_summary(run_name, tracker, metrics, detector.source)
     return result
 
 
