@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import itertools
 import math
 import shutil
 import sys
@@ -37,8 +38,12 @@ FPR_GRID = np.linspace(0.0, 1.0, 201)
 
 
 def _progress(i: int, n: int, what: str) -> None:
-    end = "\n" if i == n else ""
-    print(f"\r[aead.report] {what} {i}/{n}", end=end, file=sys.stderr, flush=True)
+    """One self-overwriting line on a terminal; in a log, a line per tenth of the way."""
+    if sys.stderr.isatty():
+        end = "\n" if i == n else ""
+        print(f"\r[aead.report] {what} {i}/{n}", end=end, file=sys.stderr, flush=True)
+    elif i == n or i % max(1, n // 10) == 0:
+        print(f"[aead.report] {what} {i}/{n}", file=sys.stderr, flush=True)
 
 
 def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
@@ -126,17 +131,23 @@ def problems(runs: pd.DataFrame, variants: list[str]) -> list[dict]:
                 "config": _config_label(run, variants + ["params.seed"]),
             }
         )
-    grid_columns = [c for c in variants + ["params.seed"] if c in runs]
-    if grid_columns:
-        present = {tuple(r) for r in runs[grid_columns].fillna("null").astype(str).values}
-        levels = [sorted(runs[c].fillna("null").astype(str).unique()) for c in grid_columns]
-        for combo in pd.MultiIndex.from_product(levels):
-            if tuple(combo) not in present:
+    # Expected: every variant seen in the sweep, in every scenario, with every seed. (Variants
+    # are taken as observed, not as a product of their columns: a sweep may pair them, e.g.
+    # the CNN baseline comes with one loss only.)
+    axes = [c for c in (SCENARIO, "params.seed") if c in runs]
+    others = [c for c in variants if c not in axes]
+    frame = runs[others + axes].fillna("null").astype(str)
+    present = set(map(tuple, frame.values))
+    variant_rows = sorted(set(map(tuple, frame[others].values)))
+    levels = [sorted(frame[c].unique()) for c in axes]
+    for variant in variant_rows:
+        for combo in itertools.product(*levels):
+            if (*variant, *combo) not in present:
                 label = " ".join(
                     f"{c.removeprefix('params.')}={v}"
-                    for c, v in zip(grid_columns, combo, strict=True)
+                    for c, v in zip(others + axes, (*variant, *combo), strict=True)
                 )
-                found.append({"what": "missing from the grid", "run_id": "", "config": label})
+                found.append({"what": "missing from the sweep", "run_id": "", "config": label})
     return found
 
 

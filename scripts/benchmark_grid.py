@@ -31,7 +31,8 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"}
     (workdir / "mlruns").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "aead.run", "-m", "+experiment=grid",
-               f"cache.dir={workdir / 'cache'}", f"hydra.sweep.dir={workdir / 'multirun'}",
+               f"cache.dir={workdir / 'cache'}",
+               f"hydra.sweep.dir={workdir / 'multirun' / time.strftime('grid-%Y%m%d-%H%M%S')}",
                *args.overrides]  # fmt: skip
     print(f"[benchmark] {' '.join(command[1:])}\n[benchmark] log: {workdir / 'grid.log'}")
     started = time.perf_counter()
@@ -48,7 +49,8 @@ def main() -> None:
     print(f"data          : {os.environ.get('AEAD_DATA_DIR', 'default sources')}")
     print(f"exit code     : {done.returncode}")
     print(f"wall time     : {wall:.0f} s ({wall / 60:.1f} min)")
-    print(f"runs          : {len(runs)} ({dict(runs['status'].value_counts())})")
+    statuses = {k: int(v) for k, v in runs["status"].value_counts().items()}
+    print(f"runs          : {len(runs)} {statuses}")
     print(f"models        : {sources.get('trained', 0)} trained, {sources.get('reused', 0)} reused")
     if "metrics.duration_s" in runs:
         slow = runs.sort_values("metrics.duration_s", ascending=False).head(5)

@@ -88,6 +88,9 @@ def test_report_table_holds_the_logged_values(sweep, capsys):
             assert ids[(loss, seed)][:8] in cells[-1]
 
     assert "run failed" in markdown and "seed=2" in markdown  # failed runs are listed
+    # the failed bce seed-2 run implies a seed-2 run for mse that never happened
+    assert "missing from the sweep: loss.name=mse scenario.name=mnist_vs_fashion seed=2" in markdown
+    assert markdown.count("missing from the sweep") == 1
     summary = (out / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 5  # header + every run, the failed one too
 
