@@ -25,8 +25,11 @@ def build_dense(cfg: Mapping) -> keras.Model:
 
 
 def build_conv(cfg: Mapping) -> keras.Model:
-    """Conv AE: one 3x3 ReLU conv + 2x2 max-pool per entry of `filters`, mirrored decoder
-    with up-sampling (cropped back to the encoder's sizes), sigmoid output."""
+    """Conv AE: one 3x3 ReLU conv + 2x2 max-pool per entry of `filters` (28 -> 14 -> 7 -> 4
+    for three), then the mirror: conv + 2x up-sampling per stage, sigmoid output.
+
+    As in the classic Keras conv AE, a decoder conv uses 'valid' padding where losing its two
+    border pixels lands the up-sampled map exactly on the encoder's size (16 -> 14 -> 28)."""
     filters = list(cfg["filters"])
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x, sizes = inputs, []
@@ -34,12 +37,13 @@ def build_conv(cfg: Mapping) -> keras.Model:
         sizes.append(x.shape[1])
         x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
         x = layers.MaxPooling2D(2, padding="same")(x)
-    for n, size in zip(reversed(filters), reversed(sizes), strict=True):
-        x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
+    for n, target in zip(reversed(filters), reversed(sizes), strict=True):
+        padding = "valid" if 2 * (x.shape[1] - 2) == target else "same"
+        x = layers.Conv2D(n, 3, activation="relu", padding=padding)(x)
         x = layers.UpSampling2D(2)(x)
-        if x.shape[1] > size:  # 4 -> 8 where the encoder had 7, say
-            excess = x.shape[1] - size
-            x = layers.Cropping2D(((excess // 2, excess - excess // 2),) * 2)(x)
+    if x.shape[1] != IMAGE_SHAPE[0]:  # filter counts the rule above cannot land exactly
+        excess = x.shape[1] - IMAGE_SHAPE[0]
+        x = layers.Cropping2D(((excess // 2, excess - excess // 2),) * 2)(x)
     outputs = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="reconstruction")(x)
     return keras.Model(inputs, outputs, name=f"conv_autoencoder_{len(filters)}_stages")
 
