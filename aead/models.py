@@ -31,16 +31,19 @@ def build_conv(cfg: Mapping) -> keras.Model:
     As in the classic Keras conv AE, a decoder conv uses 'valid' padding where losing its two
     border pixels lands the up-sampled map exactly on the encoder's size (16 -> 14 -> 28)."""
     filters = list(cfg["filters"])
+    init = cfg.get("kernel_initializer", "glorot_uniform")
+
+    def conv(x, n, padding="same"):
+        return layers.Conv2D(n, 3, activation="relu", padding=padding, kernel_initializer=init)(x)
+
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x, sizes = inputs, []
     for n in filters:
         sizes.append(x.shape[1])
-        x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
-        x = layers.MaxPooling2D(2, padding="same")(x)
+        x = layers.MaxPooling2D(2, padding="same")(conv(x, n))
     for n, target in zip(reversed(filters), reversed(sizes), strict=True):
         padding = "valid" if 2 * (x.shape[1] - 2) == target else "same"
-        x = layers.Conv2D(n, 3, activation="relu", padding=padding)(x)
-        x = layers.UpSampling2D(2)(x)
+        x = layers.UpSampling2D(2)(conv(x, n, padding))
     if x.shape[1] != IMAGE_SHAPE[0]:  # filter counts the rule above cannot land exactly
         excess = x.shape[1] - IMAGE_SHAPE[0]
         x = layers.Cropping2D(((excess // 2, excess - excess // 2),) * 2)(x)

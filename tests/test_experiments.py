@@ -157,3 +157,13 @@ def test_kfold_logs_k_fold_results(make_config, tmp_path):
     assert result.metrics["kfold_roc_auc_std"] == pytest.approx(np.std(aucs, ddof=1))
     assert len(client.get_metric_history(result.run_id, "fold_accuracy")) == 3
     assert any(a.path == "kfold.csv" for a in client.list_artifacts(result.run_id))
+
+
+@pytest.mark.slow
+def test_deep_conv_learns_digit_zero(make_config, tmp_path):
+    """A quality floor: the deep conv AE must leave the constant-output plateau (it did not
+    with Keras' default initialisation) and rank other digits above 0s."""
+    cfg = make_config("+experiment=one_class_zero", "model=deep_conv", "trainer.epochs=6",
+                      "data.test_limit=1000", "tracking.log_model=false", quick=False)  # fmt: skip
+    metrics = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
+    assert metrics["roc_auc"] > 0.8
