@@ -196,9 +196,10 @@ def write_figures(
             scenario = str(row.get("scenario.name", "all"))
             label = _variant_label(row, variants)
             tpr = _mean_roc(tracking_uri, row["run_ids"], workdir)
-            if tpr is not None:
-                legend = f"{label} (AUC {row['roc_auc']:.3f})"
-                curves_by_scenario.setdefault(scenario, {})[legend] = (FPR_GRID, tpr)
+            curves = curves_by_scenario.setdefault(scenario, {})
+            # variants that share a model (threshold variants) share a curve: draw it once
+            if tpr is not None and not any(np.array_equal(tpr, t) for _, t in curves.values()):
+                curves[f"{label} (AUC {row['roc_auc']:.3f})"] = (FPR_GRID, tpr)
             hist = download_artifact(
                 tracking_uri, row["run_ids"][0], "plots/error_histogram.png", workdir / "h"
             )
