@@ -152,6 +152,7 @@ def candidate_roots(root: str | None) -> list[tuple[str, Path]]:
 
 @lru_cache(maxsize=16)
 def _load_cached(name: str, split: str, root: str | None, env_root: str | None, download: bool):
+    # env_root is unused here but part of the cache key: a changed AEAD_DATA_DIR reloads
     tried = []
     for origin, path in candidate_roots(root):
         found = _read_from_root(path.resolve(), name, split)
