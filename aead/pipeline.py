@@ -113,9 +113,7 @@ def obtain_detector(
         print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
         model, history, source = cached.model, cached.history, "reused"
         trained_by = cached.trained_by_run
-        # the training curves belong to this run's model too: log them again, step = epoch
-        for epoch, values in enumerate(zip(*history.values(), strict=True), start=1):
-            tracker.log_metrics(dict(zip(history, values, strict=True)), step=epoch)
+        tracker.log_history(history)  # the curves belong to this run's model too
     else:
         if cache and reason != "not cached yet":
             print(f"[aead] {reason}: retraining", flush=True)

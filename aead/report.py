@@ -50,7 +50,7 @@ def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
     """The runs of one sweep (the latest one when sweep_id is None) and its id."""
     names = [experiment] if experiment else None
     if sweep_id is None:
-        tagged = search_runs(tracking_uri, names, "tags.sweep_id != ''")
+        tagged = search_runs(tracking_uri, names, "tags.sweep_id != ''", max_results=1)
         if tagged.empty or SWEEP_TAG not in tagged:
             raise SystemExit(
                 f"no sweep found at {tracking_uri}: run one with `python -m aead.run -m ...`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import keras
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 
 TRACKING_ENV_VAR = "MLFLOW_TRACKING_URI"
 STORE_DIR = "mlruns"
@@ -129,6 +132,16 @@ class Tracker:
         mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
 
+    def log_history(self, history: Mapping[str, list[float]]) -> None:
+        """Per-epoch curves in one batch, step = epoch (1-based), as EpochLogger logs them."""
+        timestamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), timestamp, epoch)
+            for key, values in history.items()
+            for epoch, value in enumerate(values, start=1)
+        ]
+        MlflowClient().log_batch(self.run_id, metrics=metrics)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)
 
@@ -136,9 +149,6 @@ class Tracker:
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
         mlflow.log_text(buffer.getvalue(), artifact_file)
-
-    def log_file(self, path: str | os.PathLike, artifact_dir: str | None = None) -> None:
-        mlflow.log_artifact(str(path), artifact_dir)
 
     def log_keras_model(self, model: keras.Model, sample_input, name: str = "model") -> None:
         import tensorflow as tf
@@ -152,19 +162,21 @@ class Tracker:
         return EpochLogger()
 
 
-def load_model(run_id: str, tracking_uri: str, name: str = "model") -> keras.Model:
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.keras.load_model(f"runs:/{run_id}/{name}")
-
-
 # ----------------------------------------------------------------------------- reading runs
 
 
-def search_runs(tracking_uri: str, experiment_names: list[str] | None, filter_string: str = ""):
-    """All runs (any status) of the named experiments, or of every experiment, as a DataFrame
-    with MLflow's own columns (params.*, metrics.*, tags.*, status, run_id, ...)."""
+def search_runs(
+    tracking_uri: str,
+    experiment_names: list[str] | None,
+    filter_string: str = "",
+    max_results: int | None = None,
+):
+    """Runs (any status, newest first) of the named experiments, or of every experiment, as a
+    DataFrame with MLflow's own columns (params.*, metrics.*, tags.*, status, run_id, ...)."""
     mlflow.set_tracking_uri(tracking_uri)
     kwargs = {"filter_string": filter_string, "order_by": ["attributes.start_time DESC"]}
+    if max_results:
+        kwargs["max_results"] = max_results
     if experiment_names:
         missing = [n for n in experiment_names if mlflow.get_experiment_by_name(n) is None]
         if missing:
