@@ -4,16 +4,22 @@ and validation data). Runs that differ only in threshold or score function reuse
 
 Each entry is checked before use (key, file checksum, loadability); a stale or corrupt entry
 is reported and retrained, never used silently.
+
+Parallel jobs (a joblib sweep) share the cache: `training_lock(key)` lets one job train a
+configuration while the others wait and then reuse it, and entries are published with an atomic
+rename, so that two writers of one key never corrupt or fail each other.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +107,38 @@ class ModelCache:
             return None, f"corrupt entry {folder}: cannot load model ({exc})"
         return CachedModel(model, meta["history"], meta["trained_by_run"]), ""
 
+    @contextmanager
+    def training_lock(self, key: str, on_wait=None) -> Iterator[None]:
+        """Hold the key's lock while loading-or-training, so one job trains and the others
+        wait, then reuse. `on_wait()` is called once when another process holds it. The OS
+        releases the lock when its holder dies, so a killed job never blocks the rest."""
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{key[:24]}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _holds(self, folder: Path, key: str) -> bool:
+        """A published entry for this key whose model file matches its checksum."""
+        try:
+            meta = json.loads((folder / self.META_FILE).read_text())
+            checksum = _file_sha256(folder / self.MODEL_FILE)
+        except (OSError, ValueError):
+            return False
+        return meta.get("key") == key and meta.get("model_sha256") == checksum
+
     def store(self, key: str, fields: dict, model: keras.Model, history: dict, run_id: str) -> Path:
-        """Write the entry atomically (a crash leaves the old entry or none, never half)."""
+        """Write the entry atomically: it is built in a staging folder and published with one
+        rename. A crash leaves the old entry or none, never half of one; when another process
+        publishes the same key first, its entry is kept and this one discarded."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         model.save(staging / self.MODEL_FILE)
@@ -115,7 +151,20 @@ class ModelCache:
         }
         (staging / self.META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         target = self.entry(key)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-        return target
+        for _ in range(10):
+            try:
+                os.rename(staging, target)  # atomic; fails if target exists
+                return target
+            except OSError:
+                if self._holds(target, key):  # another writer published this key first
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return target
+                # a stale or corrupt entry: move it aside atomically, then retry
+                trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+                try:
+                    os.rename(target, trash / "old")
+                except OSError:
+                    pass  # someone else moved or replaced it already
+                shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(f"could not publish cache entry {target}")

@@ -7,6 +7,10 @@ that the entry point fills in.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +21,14 @@ import pandas as pd
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from aead import plots
+from aead import lifecycle, plots
 from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.losses import score_images
 from aead.metrics import detection_metrics
+from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
-from aead.tracking import Tracker, flatten, resolve_tracking_uri, ui_command
+from aead.tracking import Tracker, finished_job_run, flatten, resolve_tracking_uri, ui_command
 from aead.training import (
     classifier_split,
     cross_validate_classifier,
@@ -45,6 +50,7 @@ class RunContext:
     overrides: list[str] = field(default_factory=list)
     sweep_id: str | None = None
     job_num: int | None = None
+    parallel_jobs: int = 1  # jobs of this sweep running side by side on this machine
 
 
 @dataclass
@@ -52,7 +58,7 @@ class RunResult:
     run_id: str
     tracking_uri: str
     metrics: dict[str, float]
-    model_source: str  # "trained" or "reused"
+    model_source: str  # "trained" or "reused"; "skipped" when a resumed sweep had it already
 
 
 @dataclass
@@ -71,6 +77,44 @@ class Detector:
             return predict_probability(self.model, images, batch_size), None
         reconstructions = self.model.predict(images, batch_size=batch_size, verbose=0)
         return score_images(images, reconstructions, self.score_name), reconstructions
+
+
+# Settings that change where or how a run is recorded or computed, not its result: they are
+# left out of the config hash that identifies a sweep's job when the sweep is resumed.
+NOT_RESULT = ("tracking", "cache", "compute", "run_name")
+NOT_RESULT_TRAINER = ("verbose",)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved config (seed included), minus NOT_RESULT settings."""
+    config = {k: v for k, v in _container(cfg).items() if k not in NOT_RESULT}
+    trainer = config.get("trainer") or {}
+    config["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_RESULT_TRAINER}
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tf_threads(setting, parallel_jobs: int) -> int:
+    """compute.threads: a number, or 'auto' = the machine's cores shared by the parallel jobs."""
+    if setting in (None, "auto"):
+        return max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
+    threads = int(setting)
+    if threads < 1:
+        raise ValueError(f"compute.threads must be 'auto' or a positive number, got {setting}")
+    return threads
+
+
+def configure_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools, so that parallel jobs do not oversubscribe the cores.
+    Only possible before TF's runtime starts; a process that runs a second job keeps them."""
+    for setter in (
+        tf.config.threading.set_intra_op_parallelism_threads,
+        tf.config.threading.set_inter_op_parallelism_threads,
+    ):
+        try:
+            setter(threads)
+        except RuntimeError:
+            pass  # already initialized by an earlier job in this process
 
 
 def seed_everything(seed: int) -> None:
@@ -93,7 +137,8 @@ def obtain_detector(
     cfg: DictConfig, splits: Splits, tracker: Tracker, cache: ModelCache | None
 ) -> Detector:
     """Train the configured model, or reuse the one an earlier run trained on exactly the same
-    training configuration; tags the run with which it was and who trained it."""
+    training configuration; tags the run with which it was and who trained it. Jobs running
+    side by side that need the same model wait for the one training it, then reuse it."""
     trainer = _container(cfg.trainer)
     classifier = cfg.model.kind == "classifier"
     if classifier:
@@ -103,30 +148,38 @@ def obtain_detector(
         loss_name = "binary_crossentropy"  # the CNN learns labels; the loss group does not apply
         threshold_images = split[2][split[3] == 0]  # normal validation images
     else:
+        split = None
         data_arrays = (splits.x_train, splits.x_val)
         loss_name = cfg.loss.name
         threshold_images = splits.x_val
     key, fields = training_key(_container(cfg.model), loss_name, trainer, cfg.seed, data_arrays)
 
-    cached, reason = cache.load(key) if cache else (None, "cache disabled")
-    if cached is not None:
-        print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
-        model, history, source = cached.model, cached.history, "reused"
-        trained_by = cached.trained_by_run
-        tracker.log_history(history)  # the curves belong to this run's model too
-    else:
-        if cache and reason != "not cached yet":
-            print(f"[aead] {reason}: retraining", flush=True)
-        callbacks = [tracker.epoch_logger()]
-        if classifier:
-            model, history = train_classifier(_container(cfg.model), trainer, *split, callbacks)
+    def announce_wait():
+        print(f"[aead] waiting for another job training this model ({key[:12]})", flush=True)
+
+    lock = cache.training_lock(key, on_wait=announce_wait) if cache else contextlib.nullcontext()
+    with lock:
+        cached, reason = cache.load(key) if cache else (None, "cache disabled")
+        if cached is not None:
+            print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
+            model, history, source = cached.model, cached.history, "reused"
+            trained_by = cached.trained_by_run
+            tracker.log_history(history)  # the curves belong to this run's model too
         else:
-            model, history = train_autoencoder(
-                _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val, callbacks
-            )
-        source, trained_by = "trained", tracker.run_id
-        if cache:
-            cache.store(key, fields, model, history, tracker.run_id)
+            if cache and reason != "not cached yet":
+                print(f"[aead] {reason}: retraining", flush=True)
+            callbacks = [tracker.epoch_logger()]
+            if classifier:
+                model, history = train_classifier(_container(cfg.model), trainer, *split, callbacks)
+            else:
+                model, history = train_autoencoder(
+                    _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val,
+                    callbacks,
+                )  # fmt: skip
+            source, trained_by = "trained", tracker.run_id
+            if cache:
+                cache.store(key, fields, model, history, tracker.run_id)
+    lifecycle.set_stage("logging")
     tags = {
         "aead.model_source": source,
         "aead.trained_by_run": trained_by,
@@ -243,22 +296,43 @@ def _cache(cfg: DictConfig, context: RunContext) -> ModelCache | None:
 
 
 def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
-    """Train (or reuse), score and log one variant as one MLflow run; returns its metrics."""
+    """Train (or reuse), score and log one variant as one MLflow run; returns its metrics.
+    In a resumed sweep, a job that already has a FINISHED run is skipped (that run returned)."""
     context = context or RunContext()
     started = time.time()
+    lifecycle.set_stage("start-up")
+    configure_threads(tf_threads(cfg.get("compute", {}).get("threads"), context.parallel_jobs))
     seed_everything(cfg.seed)
     tracking_uri = resolve_tracking_uri(context.base_dir, cfg.tracking.get("uri"))
-    tags = {"aead.model": cfg.model.name, "aead.scenario": cfg.scenario.name}
+    run_name = cfg.get("run_name") or default_run_name(cfg)
+    job_hash = config_hash(cfg)
+    if context.sweep_id:
+        done = finished_job_run(tracking_uri, cfg.experiment_name, context.sweep_id, job_hash)
+        if done is not None:
+            print(
+                f"[aead] job {context.job_num} ({run_name}) already FINISHED in sweep "
+                f"{context.sweep_id} as run {done['run_id']}: skipped",
+                flush=True,
+            )
+            return RunResult(done["run_id"], tracking_uri, done["metrics"], "skipped")
+    tags = {
+        "aead.model": cfg.model.name,
+        "aead.scenario": cfg.scenario.name,
+        "aead.config_hash": job_hash,
+        "aead.tf_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
+    }
     if context.sweep_id:
         tags["sweep_id"] = context.sweep_id
         tags["sweep_job"] = str(context.job_num)
-    tags["overrides"] = " ".join(context.overrides) or "(none)"
-    run_name = cfg.get("run_name") or default_run_name(cfg)
+    tags["overrides"] = redact(" ".join(context.overrides)) or "(none)"
     with Tracker(tracking_uri, cfg.experiment_name, run_name, tags) as tracker:
+        lifecycle.set_stage("logging")
         # params first: a run that fails (even on missing data) is recorded with its config
         tracker.log_params(flatten(_container(cfg)))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        lifecycle.set_stage("data")
         splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
+        lifecycle.set_stage("logging")
         tracker.set_tags({f"data.{k}": v for k, v in splits.description.items()})
         tracker.log_metrics(
             {
@@ -271,9 +345,12 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         if cfg.trainer.get("kfold"):
             if cfg.model.kind != "classifier":
                 raise ValueError("trainer.kfold applies to the supervised model=cnn only")
+            lifecycle.set_stage("k-fold training")
             extra = _kfold(cfg, splits, tracker)
 
+        lifecycle.set_stage("training")
         detector = obtain_detector(cfg, splits, tracker, _cache(cfg, context))
+        lifecycle.set_stage("scoring")
         batch = int(cfg.trainer.batch_size)
         val_scores, _ = detector.scores(detector.threshold_images, batch)
         scores, reconstructions = detector.scores(splits.x_test, batch)
@@ -285,6 +362,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         metrics.update(_scenario_metrics(cfg, splits.y_test, scores, predicted))
         metrics["mean_score_validation"] = float(val_scores.mean())
         metrics.update(extra)
+        lifecycle.set_stage("logging")
         tracker.log_metrics(metrics)
         _log_artifacts(
             tracker, cfg, splits, detector, reconstructions, scores, predicted, threshold, metrics
@@ -295,6 +373,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         tracker.log_metrics({"duration_s": metrics["duration_s"]})
         result = RunResult(tracker.run_id, tracking_uri, metrics, detector.source)
         _print_summary(run_name, tracker, metrics, detector.source)
+    lifecycle.set_stage("finished")
     return result
 
 

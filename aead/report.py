@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from aead import plots
+from aead.secrets import redact
 from aead.tracking import (
     download_artifact,
     resolve_tracking_uri,
@@ -29,6 +30,7 @@ from aead.tracking import (
 )
 
 SWEEP_TAG = "tags.sweep_id"
+CONFIG_HASH = "tags.aead.config_hash"
 SCENARIO = "params.scenario.name"
 # Params that vary across a sweep without defining a variant.
 NOT_VARIANT = ("params.seed", "params.run_name", "params.tracking.")
@@ -53,13 +55,34 @@ def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
         tagged = search_runs(tracking_uri, names, "tags.sweep_id != ''", max_results=1)
         if tagged.empty or SWEEP_TAG not in tagged:
             raise SystemExit(
-                f"no sweep found at {tracking_uri}: run one with `python -m aead.run -m ...`"
+                f"no sweep found at {redact(tracking_uri)}: run one with "
+                "`python -m aead.run -m ...`"
             )
         sweep_id = str(tagged.iloc[0][SWEEP_TAG])  # newest first
     runs = search_runs(tracking_uri, names, f"tags.sweep_id = '{sweep_id}'")
     if runs.empty:
-        raise SystemExit(f"no runs with sweep id '{sweep_id}' at {tracking_uri}")
-    return sweep_id, runs
+        raise SystemExit(f"no runs with sweep id '{sweep_id}' at {redact(tracking_uri)}")
+    return sweep_id, latest_attempts(runs)
+
+
+def latest_attempts(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per job of a resumed sweep: a job (same config hash) that failed or was killed
+    and then re-run is represented by its FINISHED run, else by its newest attempt."""
+    if CONFIG_HASH not in runs:
+        return runs
+    tagged = runs[runs[CONFIG_HASH].notna()]
+    order = tagged.assign(_done=tagged["status"] == "FINISHED").sort_values(
+        ["_done", "start_time"], ascending=[False, False], kind="stable"
+    )
+    kept = order.drop_duplicates(CONFIG_HASH).drop(columns="_done")
+    superseded = len(tagged) - len(kept)
+    if superseded:
+        print(
+            f"[aead.report] {superseded} earlier attempt(s) of re-run jobs left out",
+            file=sys.stderr,
+        )
+    untagged = runs[runs[CONFIG_HASH].isna()]
+    return pd.concat([kept, untagged]).sort_values("start_time", ascending=False)
 
 
 def _determines(runs: pd.DataFrame, a: str, b: str) -> bool:
@@ -277,7 +300,7 @@ def render_html(
         f"<title>aead sweep {esc(sweep_id)}</title><style>{CSS}</style></head><body>",
         f"<h1>Sweep <code>{esc(sweep_id)}</code></h1>",
         f"<p>{int(table['n_runs'].sum()) if not table.empty else 0} finished runs from "
-        f"<code>{esc(tracking_uri)}</code>. Rows sorted by ROC-AUC within each scenario "
+        f"<code>{esc(redact(tracking_uri))}</code>. Rows sorted by ROC-AUC within each scenario "
         "(best first); ROC-AUC and AP are mean ± sample std over seeds, as logged.</p>",
     ]
     roc_images = dict((s, n) for n, s in images["roc"])

@@ -1,8 +1,16 @@
-"""Entry point: `python -m aead.run [overrides]` (`-m` sweeps). The only module knowing Hydra."""
+"""Entry point: `python -m aead.run [overrides]` (`-m` sweeps). With aead.sweeps, the only
+modules that know Hydra.
+
+How a job ends: FINISHED; in a multirun, a job that raises is recorded as FAILED (its MLflow
+run too) and the sweep goes on, then the command lists the failed jobs and exits 1; SIGINT /
+SIGTERM end the current run as KILLED, stop the sweep and exit 130 / 143.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,9 +18,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from aead import lifecycle, sweeps
 from aead.pipeline import RunContext, run
+from aead.secrets import mask_log_records, redact, redact_file
+from aead.tracking import one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs of this sweep share the machine (joblib's n_jobs; 1 otherwise)."""
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs, cpus = launcher.get("n_jobs"), os.cpu_count() or 1
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)  # joblib: -1 = every CPU
 
 
 def context_from_hydra() -> RunContext:
@@ -24,15 +46,70 @@ def context_from_hydra() -> RunContext:
         # One multirun shares one sweep folder, so its name identifies the sweep.
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
+        parallel_jobs=_parallel_jobs(hydra_cfg.launcher) if multirun else 1,
     )
+
+
+def _mask_hydra_files() -> None:
+    """Hydra writes the overrides (a tracking URI with a password included) to its own files."""
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        redact_file(output_dir / str(hydra_cfg.output_subdir or ".hydra") / name)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        redact_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    result = run(cfg, context_from_hydra())
+    # again here: joblib runs jobs in worker processes that never ran cli()
+    lifecycle.install_signal_handlers()
+    mask_log_records()
+    _mask_hydra_files()
+    context = context_from_hydra()
+    if context.sweep_id is None:
+        result = run(cfg, context)
+        return result.metrics.get("roc_auc", math.nan)
+
+    output_dir = HydraConfig.get().runtime.output_dir
+    record = {"job": context.job_num, "overrides": [redact(o) for o in context.overrides]}
+    if lifecycle.interrupted():  # a worker told to stop must not start a queued job
+        sweeps.write_job_record(output_dir, **record, status="KILLED", reason="not started")
+        return math.nan
+    try:
+        result = run(cfg, context)
+    except lifecycle.Interrupted as exc:
+        sweeps.write_job_record(output_dir, **record, status="KILLED", reason=exc.reason)
+        if lifecycle.in_worker_process():
+            # Exiting would make the pool kill its other workers mid-clean-up; the launching
+            # process got the signal too and stops the sweep.
+            return math.nan
+        raise
+    except Exception as exc:  # one failed job must not stop the sweep; it is listed at the end
+        reason = one_line(exc)
+        print(f"[aead] job {context.job_num} FAILED: {reason}", file=sys.stderr, flush=True)
+        sweeps.write_job_record(output_dir, **record, status="FAILED", reason=reason)
+        return math.nan
+    status = "SKIPPED" if result.model_source == "skipped" else "FINISHED"
+    sweeps.write_job_record(output_dir, **record, status=status, run_id=result.run_id)
     # returned for sweepers that optimise a metric (e.g. Optuna)
     return result.metrics.get("roc_auc", math.nan)
 
 
+def cli() -> None:
+    """`python -m aead.run`: exit 0 when every job finished, 1 when a job failed, 128 + the
+    signal number when interrupted."""
+    lifecycle.install_signal_handlers()
+    lifecycle.mark_launcher()
+    mask_log_records()
+    try:
+        main()
+    except lifecycle.Interrupted as exc:
+        print(f"[aead] stopped: {exc.reason}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
+    if sweeps.failed_jobs():
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

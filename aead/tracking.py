@@ -7,10 +7,13 @@ store under `<project>/mlruns/` with artifacts beside it.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -20,6 +23,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+
+from aead import lifecycle
+from aead.secrets import redact
 
 TRACKING_ENV_VAR = "MLFLOW_TRACKING_URI"
 STORE_DIR = "mlruns"
@@ -37,10 +43,71 @@ def resolve_tracking_uri(base_dir: str | os.PathLike, configured: str | None = N
     return uri
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+# ----------------------------------------------------------------------------- store safety
+# Several processes (a joblib sweep) share one SQLite file: the schema is created once, under a
+# file lock, and writes that meet a locked database are retried.
+
+RETRY_SECONDS = 60.0
+_ready_stores: set[str] = set()
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock beside a SQLite store (no-op for servers and other databases)."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_transient(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def retrying(call: Callable, *args, **kwargs):
+    """call(*args, **kwargs), retried with back-off while SQLite reports a locked database."""
+    deadline, delay = time.monotonic() + RETRY_SECONDS, 0.05
+    while True:
+        try:
+            with lifecycle.critical():
+                return call(*args, **kwargs)
+        except Exception as exc:
+            if not _is_transient(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def prepare_store(uri: str, experiment_name: str | None = None) -> str | None:
+    """Open the store once per process, creating its schema (and the experiment) under the
+    lock, so that processes starting together do not race on `CREATE TABLE` / migrations.
+    Returns the experiment id when a name is given."""
+    mlflow.set_tracking_uri(uri)
+    with _store_lock(uri):
+        if uri not in _ready_stores:
+            retrying(MlflowClient(uri).search_experiments, max_results=1)
+            _ready_stores.add(uri)
+        if experiment_name is None:
+            return None
+        return retrying(_experiment_id, experiment_name, uri)
+
+
 def ui_command(uri: str) -> str:
     """How to open the MLflow UI on this store (a server URI is already a UI)."""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
+        return f"open {redact(uri)}"
     artifacts = ""
     if uri.startswith("sqlite:///"):
         artifacts = (
@@ -57,7 +124,7 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = "null" if value is None else str(value)
+            flat[name] = "null" if value is None else redact(str(value))
     return flat
 
 
@@ -80,11 +147,21 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {self.RENAME.get(k, k): float(v) for k, v in (logs or {}).items()}
-        mlflow.log_metrics(logs, step=epoch + 1)
+        retrying(mlflow.log_metrics, logs, step=epoch + 1)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: 'ValueError: first line of the message'."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if isinstance(exc, lifecycle.TrainingDiverged):
+        text = lines[0]  # already says what happened and what to do
+    return redact(text)[:500]
 
 
 class Tracker:
-    """One MLflow run. A failure inside the `with` block ends the run as FAILED."""
+    """One MLflow run. Leaving the `with` block ends it: FINISHED; KILLED on a signal (tag
+    `aead.end_reason`); FAILED on any other exception (tag `aead.error`, one line)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None, tags=None):
         self.tracking_uri = tracking_uri
@@ -94,15 +171,46 @@ class Tracker:
         self._run = None
 
     def __enter__(self) -> Tracker:
-        mlflow.set_tracking_uri(self.tracking_uri)
-        experiment_id = _experiment_id(self.experiment_name, self.tracking_uri)
-        self._run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=self.run_name, tags=self.tags
+        # MLflow prints its own run link, unmasked; aead prints a masked one at the end
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        experiment_id = prepare_store(self.tracking_uri, self.experiment_name)
+        tags = {**self.tags, "aead.host": socket.gethostname(), "aead.pid": str(os.getpid())}
+        self._run = retrying(
+            mlflow.start_run, experiment_id=experiment_id, run_name=self.run_name, tags=tags
         )
+        # if unwinding after a signal stalls, the watchdog still ends this run as KILLED
+        self._unregister = lifecycle.on_force_exit(self._force_killed)
+        self._active = lifecycle.run_active()
+        self._active.__enter__()
         return self
 
+    def _force_killed(self, reason: str) -> None:
+        client = MlflowClient(self.tracking_uri)
+        retrying(client.set_tag, self.run_id, "aead.end_reason", reason)
+        retrying(client.set_terminated, self.run_id, "KILLED")
+
     def __exit__(self, exc_type, exc, tb):
-        mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+        self._unregister()
+        if exc_type is None:
+            status, tags = "FINISHED", {}
+        elif isinstance(exc, lifecycle.Interrupted):
+            status, tags = "KILLED", {"aead.end_reason": exc.reason}
+        elif isinstance(exc, KeyboardInterrupt):
+            status, tags = "KILLED", {"aead.end_reason": f"SIGINT during {lifecycle.stage()}"}
+        else:
+            status = "FAILED"
+            tags = {
+                "aead.error": one_line(exc),
+                "aead.end_reason": f"error during {lifecycle.stage()}",
+            }
+        try:
+            if tags:
+                retrying(mlflow.set_tags, tags)
+        finally:
+            try:
+                retrying(mlflow.end_run, status=status)
+            finally:
+                self._active.__exit__(None, None, None)
         return False
 
     @property
@@ -114,22 +222,19 @@ class Tracker:
         return self._run.info.experiment_id
 
     def run_url(self) -> str:
-        base = (
-            self.tracking_uri if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-        )
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return run_url(self.tracking_uri, self.experiment_id, self.run_id)
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        mlflow.log_params(dict(params))
+        retrying(mlflow.log_params, {k: redact(str(v)) for k, v in params.items()})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        mlflow.set_tags(dict(tags))
+        retrying(mlflow.set_tags, {k: redact(str(v)) for k, v in tags.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        retrying(mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_figure(self, figure: plt.Figure, artifact_file: str) -> None:
-        mlflow.log_figure(figure, artifact_file)
+        retrying(mlflow.log_figure, figure, artifact_file)
         plt.close(figure)
 
     def log_history(self, history: Mapping[str, list[float]]) -> None:
@@ -140,15 +245,15 @@ class Tracker:
             for key, values in history.items()
             for epoch, value in enumerate(values, start=1)
         ]
-        MlflowClient().log_batch(self.run_id, metrics=metrics)
+        retrying(MlflowClient().log_batch, self.run_id, metrics=metrics)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        retrying(mlflow.log_text, redact(text), artifact_file)
 
     def log_dataframe_csv(self, frame: pd.DataFrame, artifact_file: str) -> None:
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
-        mlflow.log_text(buffer.getvalue(), artifact_file)
+        retrying(mlflow.log_text, buffer.getvalue(), artifact_file)
 
     def log_keras_model(self, model: keras.Model, sample_input, name: str = "model") -> None:
         import tensorflow as tf
@@ -156,7 +261,10 @@ class Tracker:
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
         signature = infer_signature(sample_input, model.predict(sample_input, verbose=0))
-        mlflow.keras.log_model(model, name=name, pip_requirements=requirements, signature=signature)
+        retrying(
+            mlflow.keras.log_model,
+            model, name=name, pip_requirements=requirements, signature=signature,
+        )  # fmt: skip
 
     def epoch_logger(self) -> keras.callbacks.Callback:
         return EpochLogger()
@@ -173,7 +281,7 @@ def search_runs(
 ):
     """Runs (any status, newest first) of the named experiments, or of every experiment, as a
     DataFrame with MLflow's own columns (params.*, metrics.*, tags.*, status, run_id, ...)."""
-    mlflow.set_tracking_uri(tracking_uri)
+    prepare_store(tracking_uri)
     kwargs = {"filter_string": filter_string, "order_by": ["attributes.start_time DESC"]}
     if max_results:
         kwargs["max_results"] = max_results
@@ -201,9 +309,60 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | 
 def ui_base_url(tracking_uri: str) -> str:
     """The web address runs are linked to: the server itself, else a local `mlflow ui`."""
     if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
+        return redact(tracking_uri).rstrip("/")
     return "http://127.0.0.1:5000"
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# ----------------------------------------------------------------------------- resuming sweeps
+
+
+def _process_gone(host: str | None, pid: str | None) -> bool:
+    """True only when the run's process ran on this machine and no longer exists."""
+    if host != socket.gethostname() or not (pid or "").isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def finished_job_run(
+    tracking_uri: str, experiment_name: str, sweep_id: str, config_hash: str
+) -> dict | None:
+    """The FINISHED run of this sweep with this resolved config, if any (newest first), as
+    {'run_id', 'run_name', 'metrics'}. Runs of the same job left RUNNING by a process that no
+    longer exists on this machine are closed as KILLED on the way, so no run stays RUNNING."""
+    prepare_store(tracking_uri)
+    experiment = retrying(mlflow.get_experiment_by_name, experiment_name)
+    if experiment is None:
+        return None
+    client = MlflowClient(tracking_uri)
+    runs = retrying(
+        client.search_runs,
+        [experiment.experiment_id],
+        f"tags.sweep_id = '{sweep_id}' and tags.`aead.config_hash` = '{config_hash}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        tags = run.data.tags
+        host, pid = tags.get("aead.host"), tags.get("aead.pid")
+        if run.info.status == "RUNNING" and _process_gone(host, pid):
+            reason = f"process {pid} on {host} ended without closing the run"
+            retrying(client.set_tag, run.info.run_id, "aead.end_reason", reason)
+            retrying(client.set_terminated, run.info.run_id, "KILLED")
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "metrics": dict(run.data.metrics),
+                "experiment_id": run.info.experiment_id,
+            }
+    return None

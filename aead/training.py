@@ -3,6 +3,7 @@ early stopping, optional K-fold cross-validation). Keras only; logging goes thro
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 
@@ -11,6 +12,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from aead import lifecycle
 from aead.data import LabeledSet
 from aead.losses import get_loss
 from aead.models import build_model
@@ -31,8 +33,39 @@ def _verbosity(setting) -> int:
     return int(setting)
 
 
+class TrainingMonitor(keras.callbacks.Callback):
+    """Records the epoch being trained (for the end reason of an interrupted run) and stops
+    training in the epoch where the loss turns NaN or infinite, saying what to change."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+        lifecycle.set_stage("training", self.epoch)
+
+    def _check(self, logs, keys):
+        for key in keys:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                self.model.stop_training = True
+                name = "loss" if key == "loss" else key
+                raise lifecycle.TrainingDiverged(
+                    f"training diverged at epoch {self.epoch} ({name} = {float(value)}); "
+                    "lower trainer.learning_rate"
+                )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, ("loss",))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, ("loss", "val_loss"))
+
+
 def _callbacks(trainer: Mapping, extra: list) -> list:
-    callbacks = list(extra)
+    # the monitor first: a diverged epoch must not reach the epoch logger or early stopping
+    callbacks = [TrainingMonitor(), *extra]
     if trainer.get("patience"):
         callbacks.append(
             keras.callbacks.EarlyStopping(

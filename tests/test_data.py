@@ -6,6 +6,8 @@ import pytest
 from aead import data
 from aead.data import DataError, build_splits, load_dataset, read_idx, write_idx
 
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
 
 def _fake_dataset(root, folder="mnist", n=12, split="train"):
     target = root / folder
@@ -117,11 +119,12 @@ def test_missing_data_error_names_every_place(tmp_path, monkeypatch):
         assert str(place) in message
 
 
-def test_real_subset_sizes(data_dir):
+def test_real_mnist_training_set_is_complete(data_dir):
     train = load_dataset("mnist", "train", download=False)
-    assert train.images.shape == (5000, 28, 28, 1)
+    assert train.images.shape == (60000, 28, 28, 1)
     assert 0.0 <= train.images.min() and train.images.max() <= 1.0
-    assert np.bincount(train.labels).tolist() == [500] * 10
+    # class counts of the official MNIST training set
+    assert np.bincount(train.labels).tolist() == MNIST_TRAIN_COUNTS
 
 
 def test_contaminated_scenario_plants_about_one_percent(data_dir):
@@ -133,7 +136,8 @@ def test_contaminated_scenario_plants_about_one_percent(data_dir):
         "fraction": 0.01,
     }
     splits = build_splits(scenario, {"download": False}, seed=0)
-    assert len(splits.x_test) == 505 and splits.y_test.sum() == 5  # 500 ones + 5 threes
+    ones = MNIST_TRAIN_COUNTS[1]  # 6,742 ones, plus round(0.01 * 6742 / 0.99) = 68 threes
+    assert splits.y_test.sum() == 68 and len(splits.x_test) == ones + 68
     # the model trains on that same unlabeled set (train + validation = evaluated set)
     assert len(splits.x_train) + len(splits.x_val) == len(splits.x_test)
 
@@ -141,7 +145,7 @@ def test_contaminated_scenario_plants_about_one_percent(data_dir):
 def test_one_class_labels(data_dir):
     scenario = {"name": "one_class", "dataset": "mnist", "normal_class": 0}
     splits = build_splits(scenario, {"download": False, "test_limit": 1000}, seed=0)
-    assert len(splits.x_train) + len(splits.x_val) == 500
+    assert len(splits.x_train) + len(splits.x_val) == MNIST_TRAIN_COUNTS[0]  # every training 0
     assert len(splits.x_test) == 1000 and 0 < splits.y_test.mean() < 1
 
 

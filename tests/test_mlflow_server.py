@@ -4,7 +4,6 @@ MLFLOW_TRACKING_URI, then read back over the server's REST API."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -67,15 +66,29 @@ def mlflow_server(tmp_path):
     assert server.returncode is not None  # stopped
 
 
+SECRET = "s3cret-pw"
+
+
+def _files_holding(folder: Path, text: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and text in p.read_text("latin-1")]
+
+
 @pytest.mark.slow
 def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
-    command = [sys.executable, "-m", "aead.run", *QUICK, "tracking.log_model=false",
-               "experiment_name=server-test", f"hydra.run.dir={tmp_path / 'out'}",
+    """Also: a tracking URI with credentials, given as a Hydra override, is masked everywhere
+    aead or Hydra writes it (printed lines, Hydra's files and logs, params, tags, config.yaml,
+    the sweep report)."""
+    with_credentials = mlflow_server.replace("http://", f"http://aead-user:{SECRET}@")
+    command = [sys.executable, "-m", "aead.run", "-m", *QUICK, "tracking.log_model=false",
+               "experiment_name=server-test", f"tracking.uri={with_credentials}",
+               f"hydra.sweep.dir={tmp_path / 'out'}",
                f"cache.dir={tmp_path / 'cache'}"]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (REPO / "mlruns" / "artifacts" / "server-test").exists()
+    assert SECRET not in done.stdout + done.stderr
+    assert "aead-user:***@127.0.0.1" in done.stdout  # masked, not dropped
+    assert _files_holding(tmp_path / "out", SECRET) == []
 
     experiment = json.loads(
         _get(
@@ -96,6 +109,12 @@ def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and "threshold_upper" in metrics
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["model.name"] == "conv" and params["trainer.epochs"] == "1"
+    assert params["tracking.uri"] == with_credentials.replace(SECRET, "***")
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert SECRET not in json.dumps(params) + json.dumps(tags)
+    run_id = run["info"]["run_id"]
+    config = _get(mlflow_server, "/get-artifact", path="config.yaml", run_uuid=run_id)
+    assert b"aead-user:***@" in config and SECRET.encode() not in config
 
     scores = _get(mlflow_server, "/get-artifact", path="scores.csv", run_uuid=run["info"]["run_id"])
     lines = scores.decode().splitlines()
@@ -103,3 +122,12 @@ def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
     png = _get(mlflow_server, "/get-artifact", path="plots/roc_curve.png",
                run_uuid=run["info"]["run_id"])  # fmt: skip
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    report = subprocess.run(
+        [sys.executable, "-m", "aead.report", "--tracking-uri", with_credentials,
+         "--out", str(tmp_path / "report")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert SECRET not in report.stdout + report.stderr
+    assert _files_holding(tmp_path / "report", SECRET) == []

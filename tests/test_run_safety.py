@@ -1,0 +1,109 @@
+"""Pure logic behind safe sweeps, no training: credential masking, the config hash that
+identifies a job on resume, and how TensorFlow's threads are shared between parallel jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from omegaconf import OmegaConf
+
+from aead.pipeline import config_hash, tf_threads
+from aead.run import _parallel_jobs
+from aead.secrets import RedactFilter, mask_log_records, redact
+from aead.tracking import flatten, one_line, ui_base_url, ui_command
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("postgresql://user:secret@host/db", "postgresql://user:***@host/db"),
+        ("https://user:secret@host:5000/x", "https://user:***@host:5000/x"),
+        ("uri=postgresql://u:p@ss@h:5432/db next", "uri=postgresql://u:***@h:5432/db next"),
+        ("redis://:secret@host", "redis://:***@host"),
+        (r"uri=http\://me\:secret@h\:5000 x", r"uri=http\://me\:***@h\:5000 x"),  # Hydra's log
+        ("sqlite:////tmp/mlruns/mlflow.db", "sqlite:////tmp/mlruns/mlflow.db"),
+        ("http://127.0.0.1:5000/#/experiments/1", "http://127.0.0.1:5000/#/experiments/1"),
+        ("http://user@host/x", "http://user@host/x"),  # no password, nothing to hide
+    ],
+)
+def test_redact_masks_only_the_password(text, expected):
+    assert redact(text) == expected
+
+
+def test_credentials_are_masked_in_params_links_and_log_records():
+    uri = "https://me:secret@mlflow.example.org"
+    assert flatten({"tracking": {"uri": uri}}) == {
+        "tracking.uri": "https://me:***@mlflow.example.org"
+    }
+    assert "secret" not in ui_command(uri) and "secret" not in ui_base_url(uri)
+    assert "secret" not in one_line(RuntimeError(f"cannot reach {uri}\nmore"))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "#0 : tracking.uri=%s", (uri,), None)
+    assert RedactFilter().filter(record)
+    assert record.getMessage() == "#0 : tracking.uri=https://me:***@mlflow.example.org"
+
+
+def _cfg(**changes):
+    base = {
+        "seed": 0,
+        "model": {"name": "conv"},
+        "trainer": {"epochs": 3, "verbose": "auto"},
+        "tracking": {"uri": None},
+        "cache": {"dir": None},
+        "compute": {"threads": "auto"},
+        "run_name": None,
+    }
+    for dotted, value in changes.items():
+        node = base
+        *parents, leaf = dotted.split("__")
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return OmegaConf.create(base)
+
+
+def test_config_hash_identifies_the_job_not_where_it_is_recorded():
+    same = config_hash(_cfg())
+    for where in (
+        {"tracking__uri": "http://elsewhere:5000"},
+        {"cache__dir": "/tmp/other"},
+        {"compute__threads": 1},
+        {"run_name": "mine"},
+        {"trainer__verbose": 0},
+    ):
+        assert config_hash(_cfg(**where)) == same, where
+    for what in ({"seed": 1}, {"trainer__epochs": 4}, {"model__name": "dense"}):
+        assert config_hash(_cfg(**what)) != same, what
+
+
+def test_threads_are_shared_between_parallel_jobs():
+    cpus = os.cpu_count() or 1
+    assert tf_threads("auto", 1) == cpus
+    assert tf_threads("auto", 2) == max(1, cpus // 2)
+    assert tf_threads(None, 10 * cpus) == 1
+    assert tf_threads(3, 2) == 3
+    with pytest.raises(ValueError, match="compute.threads"):
+        tf_threads(0, 1)
+
+
+def test_parallel_jobs_read_from_the_launcher_config():
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    cpus = os.cpu_count() or 1
+    assert _parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == 2
+    assert _parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == cpus
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert _parallel_jobs(OmegaConf.create({"_target_": basic})) == 1
+
+
+def test_every_log_record_is_masked_once_installed():
+    original = logging.getLogRecordFactory()
+    try:
+        mask_log_records()
+        mask_log_records()  # idempotent: one layer
+        record = logging.getLogger("hydra").makeRecord(
+            "hydra", logging.INFO, __file__, 1, "\t#0 : %s", ("tracking.uri=http://u:pw@h",), None
+        )
+        assert record.getMessage() == "\t#0 : tracking.uri=http://u:***@h"
+    finally:
+        logging.setLogRecordFactory(original)
