@@ -26,7 +26,8 @@ CHILDREN_GRACE_S = 6.0
 # process group by the terminal or `timeout`, and again by the parent), not a user insisting.
 DUPLICATE_WITHIN_S = 2.0
 
-_stage = {"name": "start-up", "epoch": None}
+_stage = {"name": "start-up", "epoch": None, "since": time.monotonic()}
+_stage_seconds: dict[str, float] = {}
 _on_force_exit: list[Callable[[str], None]] = []
 _received: dict[str, object] = {}
 _critical = {"depth": 0, "pending": None}
@@ -87,7 +88,23 @@ def interrupted() -> bool:
 
 
 def set_stage(name: str, epoch: int | None = None) -> None:
-    _stage["name"], _stage["epoch"] = name, epoch
+    now = time.monotonic()
+    previous = str(_stage["name"])
+    _stage_seconds[previous] = _stage_seconds.get(previous, 0.0) + now - float(_stage["since"])
+    _stage["name"], _stage["epoch"], _stage["since"] = name, epoch, now
+
+
+def reset_stage_times() -> None:
+    _stage_seconds.clear()
+    _stage["since"] = time.monotonic()
+
+
+def stage_times() -> dict[str, float]:
+    """Seconds spent in each stage since reset_stage_times() (the current one included)."""
+    times = dict(_stage_seconds)
+    current = str(_stage["name"])
+    times[current] = times.get(current, 0.0) + time.monotonic() - float(_stage["since"])
+    return times
 
 
 def stage() -> str:

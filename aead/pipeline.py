@@ -301,6 +301,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     context = context or RunContext()
     started = time.time()
     lifecycle.set_stage("start-up")
+    lifecycle.reset_stage_times()
     configure_threads(tf_threads(cfg.get("compute", {}).get("threads"), context.parallel_jobs))
     seed_everything(cfg.seed)
     tracking_uri = resolve_tracking_uri(context.base_dir, cfg.tracking.get("uri"))
@@ -370,7 +371,12 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         if cfg.tracking.get("log_model", True):
             tracker.log_keras_model(detector.model, splits.x_test[:4])
         metrics["duration_s"] = time.time() - started
-        tracker.log_metrics({"duration_s": metrics["duration_s"]})
+        # where the time went, per stage (training includes the epochs' logging)
+        times = {
+            f"time_{name.replace(' ', '_').replace('-', '_')}_s": seconds
+            for name, seconds in lifecycle.stage_times().items()
+        }
+        tracker.log_metrics({"duration_s": metrics["duration_s"], **times})
         result = RunResult(tracker.run_id, tracking_uri, metrics, detector.source)
         _print_summary(run_name, tracker, metrics, detector.source)
     lifecycle.set_stage("finished")
