@@ -26,6 +26,7 @@ from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.losses import score_images
 from aead.metrics import detection_metrics
+from aead.scores import Score, Scored, build_score
 from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import Tracker, finished_job_run, flatten, resolve_tracking_uri, ui_command
@@ -71,8 +72,8 @@ class Detector:
     threshold_images: np.ndarray  # held-out normal validation images the threshold is fit on
     source: str  # "trained" here, or "reused" from the cache
 
-    def scores(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """(per-image anomaly scores, reconstructions or None)."""
+    def errors(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(per-image errors, or probabilities for a classifier; reconstructions or None)."""
         if self.kind == "classifier":
             return predict_probability(self.model, images, batch_size), None
         reconstructions = self.model.predict(images, batch_size=batch_size, verbose=0)
@@ -123,10 +124,11 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def default_run_name(cfg: DictConfig) -> str:
+def default_run_name(cfg: DictConfig, score: Score | None = None) -> str:
     # a classifier learns labels with BCE whatever the loss group says, so its name omits it
     loss = "" if cfg.model.kind == "classifier" else f"-{cfg.loss.name}"
-    return f"{cfg.model.name}{loss}-{cfg.scenario.name}-{cfg.threshold.name}-seed{cfg.seed}"
+    variant = f"{cfg.model.name}{loss}{score.run_name_part if score else ''}"
+    return f"{variant}-{cfg.scenario.name}-{cfg.threshold.name}-seed{cfg.seed}"
 
 
 def _container(node) -> dict:
@@ -154,31 +156,17 @@ def obtain_detector(
         threshold_images = splits.x_val
     key, fields = training_key(_container(cfg.model), loss_name, trainer, cfg.seed, data_arrays)
 
-    def announce_wait():
-        print(f"[aead] waiting for another job training this model ({key[:12]})", flush=True)
+    def train():
+        callbacks = [tracker.epoch_logger()]
+        if classifier:
+            return train_classifier(_container(cfg.model), trainer, *split, callbacks)
+        return train_autoencoder(
+            _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val, callbacks
+        )
 
-    lock = cache.training_lock(key, on_wait=announce_wait) if cache else contextlib.nullcontext()
-    with lock:
-        cached, reason = cache.load(key) if cache else (None, "cache disabled")
-        if cached is not None:
-            print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
-            model, history, source = cached.model, cached.history, "reused"
-            trained_by = cached.trained_by_run
-            tracker.log_history(history)  # the curves belong to this run's model too
-        else:
-            if cache and reason != "not cached yet":
-                print(f"[aead] {reason}: retraining", flush=True)
-            callbacks = [tracker.epoch_logger()]
-            if classifier:
-                model, history = train_classifier(_container(cfg.model), trainer, *split, callbacks)
-            else:
-                model, history = train_autoencoder(
-                    _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val,
-                    callbacks,
-                )  # fmt: skip
-            source, trained_by = "trained", tracker.run_id
-            if cache:
-                cache.store(key, fields, model, history, tracker.run_id)
+    model, history, source, trained_by, reason = train_or_reuse(cache, key, fields, train, tracker)
+    if source == "reused":
+        tracker.log_history(history)  # the curves belong to this run's model too
     lifecycle.set_stage("logging")
     tags = {
         "aead.model_source": source,
@@ -192,6 +180,57 @@ def obtain_detector(
     tracker.log_figure(plots.training_curves(history), "plots/training_curves.png")
     score_name = "probability" if classifier else cfg.loss.score
     return Detector(model, cfg.model.kind, score_name, threshold_images, source)
+
+
+def train_or_reuse(cache: ModelCache | None, key: str, fields: dict, train, tracker: Tracker):
+    """The model cached under key, else train() -> (model, history), stored under key.
+    Returns (model, history, 'trained' | 'reused', the run that trained it, cache note).
+    Jobs running side by side that need the same key: one trains, the others wait, reuse."""
+
+    def announce_wait():
+        print(f"[aead] waiting for another job training this model ({key[:12]})", flush=True)
+
+    lock = cache.training_lock(key, on_wait=announce_wait) if cache else contextlib.nullcontext()
+    with lock:
+        cached, reason = cache.load(key) if cache else (None, "cache disabled")
+        if cached is not None:
+            print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
+            return cached.model, cached.history, "reused", cached.trained_by_run, reason
+        if cache and reason != "not cached yet":
+            print(f"[aead] {reason}: retraining", flush=True)
+        model, history = train()
+        if cache:
+            cache.store(key, fields, model, history, tracker.run_id)
+        return model, history, "trained", tracker.run_id, reason
+
+
+def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache):
+    """For score=background: trains (or reuses) the run's autoencoder on perturbed normal
+    images and returns its per-image error function. None for a classifier."""
+    if cfg.model.kind == "classifier":
+        return None
+
+    def factory(perturb):
+        x_train, x_val = perturb(splits.x_train), perturb(splits.x_val)
+        trainer = _container(cfg.trainer)
+        key, fields = training_key(
+            _container(cfg.model), cfg.loss.name, trainer, cfg.seed, (x_train, x_val)
+        )
+        print("[aead] background model for score=background:", flush=True)
+
+        def train():
+            return train_autoencoder(_container(cfg.model), cfg.loss.name, trainer, x_train, x_val)
+
+        model, _, source, trained_by, _ = train_or_reuse(cache, key, fields, train, tracker)
+        tracker.set_tags(
+            {"aead.background_source": source, "aead.background_trained_by_run": trained_by}
+        )
+        batch = int(cfg.trainer.batch_size)
+        return lambda images: score_images(
+            images, model.predict(images, batch_size=batch, verbose=0), cfg.loss.score
+        )
+
+    return factory
 
 
 def _kfold(cfg: DictConfig, splits: Splits, tracker: Tracker) -> dict[str, float]:
@@ -305,7 +344,9 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     configure_threads(tf_threads(cfg.get("compute", {}).get("threads"), context.parallel_jobs))
     seed_everything(cfg.seed)
     tracking_uri = resolve_tracking_uri(context.base_dir, cfg.tracking.get("uri"))
-    run_name = cfg.get("run_name") or default_run_name(cfg)
+    # built first: a bad score setting fails before anything is trained
+    score = build_score(_container(cfg.get("score") or {"name": "raw"}))
+    run_name = cfg.get("run_name") or default_run_name(cfg, score)
     job_hash = config_hash(cfg)
     if context.sweep_id:
         done = finished_job_run(tracking_uri, cfg.experiment_name, context.sweep_id, job_hash)
@@ -350,11 +391,18 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
             extra = _kfold(cfg, splits, tracker)
 
         lifecycle.set_stage("training")
-        detector = obtain_detector(cfg, splits, tracker, _cache(cfg, context))
+        cache = _cache(cfg, context)
+        detector = obtain_detector(cfg, splits, tracker, cache)
         lifecycle.set_stage("scoring")
         batch = int(cfg.trainer.batch_size)
-        val_scores, _ = detector.scores(detector.threshold_images, batch)
-        scores, reconstructions = detector.scores(splits.x_test, batch)
+        val_errors, _ = detector.errors(detector.threshold_images, batch)
+        errors, reconstructions = detector.errors(splits.x_test, batch)
+        validation = Scored(detector.threshold_images, val_errors)
+        score.fit(validation, background_factory(cfg, splits, tracker, cache))
+        lifecycle.set_stage("scoring")
+        val_scores = score(validation)
+        scores = score(Scored(splits.x_test, errors))
+        detector.score_name = score.describe(detector.score_name)
 
         threshold = fit_threshold(cfg.threshold, val_scores)
         predicted = threshold.flag(scores)

@@ -7,13 +7,14 @@ store under `<project>/mlruns/` with artifacts beside it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -55,7 +56,7 @@ RETRY_SECONDS = 60.0
 _ready_stores: set[str] = set()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _store_lock(uri: str):
     """An exclusive lock beside a SQLite store (no-op for servers and other databases)."""
     path = _sqlite_path(uri)
@@ -90,6 +91,17 @@ def retrying(call: Callable, *args, **kwargs):
             delay = min(delay * 2, 1.0)
 
 
+def _use_write_ahead_log(uri: str) -> None:
+    """SQLite's WAL journal: readers no longer block the writer and a commit appends to the
+    log instead of rewriting pages, so parallel jobs wait less on each other. The mode is
+    stored in the database file; it needs a local disk (not a network file system)."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    with contextlib.closing(sqlite3.connect(path, timeout=RETRY_SECONDS)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
 def prepare_store(uri: str, experiment_name: str | None = None) -> str | None:
     """Open the store once per process, creating its schema (and the experiment) under the
     lock, so that processes starting together do not race on `CREATE TABLE` / migrations.
@@ -98,6 +110,7 @@ def prepare_store(uri: str, experiment_name: str | None = None) -> str | None:
     with _store_lock(uri):
         if uri not in _ready_stores:
             retrying(MlflowClient(uri).search_experiments, max_results=1)
+            _use_write_ahead_log(uri)
             _ready_stores.add(uri)
         if experiment_name is None:
             return None

@@ -196,7 +196,6 @@ def _store_entry(root: str, key: str, start_at: float, queue) -> None:
     from aead.models import build_model
 
     model = build_model({"name": "dense", "units": [8], "kind": "autoencoder"})
-    model.compile(loss="mse")
     time.sleep(max(0.0, start_at - time.time()))
     try:
         ModelCache(root).store(key, {"k": key}, model, {"val_loss": [1.0]}, f"run-{os.getpid()}")

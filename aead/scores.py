@@ -1,0 +1,208 @@
+"""Anomaly scores on top of a detector's per-image error (the function named by `loss.score`).
+
+A reconstruction error mostly measures how *simple* an image is: an autoencoder trained on
+Fashion-MNIST reconstructs the few ink strokes of an MNIST digit better than the clothes it
+was trained on. Two published corrections, each one registered class chosen by `score.name`:
+
+- `raw`: the error as it is (the default).
+- `complexity` (Serrà et al., ICLR 2020): the error corrected by the image's length under a
+  lossless compressor, in bits per pixel.
+- `background` (Ren et al., NeurIPS 2019, likelihood ratio): the error minus, or over, the
+  error of a background autoencoder trained on perturbed normal images, which learns the
+  background statistics but not the semantics.
+
+The contract: `fit(validation, backgrounds)` once on the held-out normal validation images
+(never on test data), then `score(images, errors)`; higher = more anomalous.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+# Trains (or reuses) a background model on images perturbed by the given function and returns
+# a function giving that model's per-image errors.
+ImageFunction = Callable[[np.ndarray], np.ndarray]
+BackgroundFactory = Callable[[ImageFunction], ImageFunction]
+
+
+@dataclass
+class Scored:
+    """Images with the detector's per-image errors."""
+
+    images: np.ndarray
+    errors: np.ndarray
+
+
+class Score:
+    """One score. Subclasses set `name` and implement __call__; settings come from config."""
+
+    name = ""
+    SETTINGS: tuple[str, ...] = ()
+
+    def __init__(self, settings: Mapping):
+        unknown = set(settings) - {"name", *self.SETTINGS}
+        if unknown:
+            raise ValueError(
+                f"score={self.name} has no setting {sorted(unknown)}; "
+                f"it takes {list(self.SETTINGS)}"
+            )
+        self.settings = dict(settings)
+
+    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+        """Learn what the score needs from normal validation images (default: nothing)."""
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """How plots name the score."""
+        return self.name
+
+    def describe(self, error_name: str) -> str:
+        """The axis label of scores built on the error named error_name."""
+        return f"{error_name}, {self.label}"
+
+    @property
+    def run_name_part(self) -> str:
+        return f"-{self.name}"
+
+
+SCORES: dict[str, type[Score]] = {}
+
+
+def register(cls: type[Score]) -> type[Score]:
+    SCORES[cls.name] = cls
+    return cls
+
+
+def build_score(settings: Mapping) -> Score:
+    name = settings.get("name", "raw")
+    try:
+        return SCORES[name](settings)
+    except KeyError:
+        raise ValueError(f"unknown score '{name}'; choose one of {sorted(SCORES)}") from None
+
+
+@register
+class RawScore(Score):
+    """The detector's error, unchanged."""
+
+    name = "raw"
+    run_name_part = ""  # the default: run names stay as they were
+
+    def describe(self, error_name: str) -> str:
+        return error_name
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        return np.asarray(scored.errors, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- complexity
+
+
+def _png_length(image: np.ndarray) -> int:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return buffer.tell()
+
+
+COMPRESSORS: dict[str, Callable[[np.ndarray], int]] = {
+    "png": _png_length,
+    "zlib": lambda image: len(zlib.compress(image.tobytes(), 9)),
+    "lzma": lambda image: len(lzma.compress(image.tobytes())),
+}
+
+
+def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
+    """Compressed length of each image, as 8-bit pixels, in bits per pixel."""
+    try:
+        length = COMPRESSORS[compressor]
+    except KeyError:
+        raise ValueError(
+            f"unknown score.compressor '{compressor}'; choose one of {sorted(COMPRESSORS)}"
+        ) from None
+    pixels = np.clip(np.rint(np.asarray(images) * 255), 0, 255).astype(np.uint8)
+    pixels = pixels.reshape(len(pixels), *pixels.shape[1:3])
+    n_pixels = pixels.shape[1] * pixels.shape[2]
+    return np.array([8.0 * length(image) / n_pixels for image in pixels], dtype=np.float64)
+
+
+def _combine(errors: np.ndarray, reference: np.ndarray, how: str, weight: float) -> np.ndarray:
+    if how == "ratio":
+        return errors / np.maximum(reference, 1e-12) ** weight
+    if how == "difference":
+        return errors - weight * reference
+    raise ValueError(f"unknown score.combine '{how}'; choose 'ratio' or 'difference'")
+
+
+@register
+class ComplexityScore(Score):
+    """error / complexity^weight ('ratio') or error - weight * complexity ('difference'), the
+    complexity being the image's compressed length in bits per pixel."""
+
+    name = "complexity"
+    SETTINGS = ("compressor", "combine", "weight")
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        bits = complexity_bits(scored.images, self.settings.get("compressor", "png"))
+        return _combine(
+            np.asarray(scored.errors, np.float64),
+            bits,
+            self.settings.get("combine", "ratio"),
+            float(self.settings.get("weight", 1.0)),
+        )
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        return f"complexity ({s.get('combine', 'ratio')}, {s.get('compressor', 'png')})"
+
+
+# ----------------------------------------------------------------------------- background
+
+
+def perturb_pixels(images: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """Ren et al.'s perturbation: each pixel replaced by uniform noise with probability rate."""
+    if not 0 < rate < 1:
+        raise ValueError(f"score.perturbation must be in (0, 1), got {rate}")
+    rng = np.random.default_rng(seed)
+    noise = rng.random(images.shape, dtype=np.float32)
+    return np.where(rng.random(images.shape) < rate, noise, images).astype(np.float32)
+
+
+@register
+class BackgroundScore(Score):
+    """error - background error ('difference') or error / background error ('ratio'), the
+    background model being the same autoencoder trained on perturbed normal images."""
+
+    name = "background"
+    SETTINGS = ("perturbation", "combine", "weight", "seed")
+
+    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+        if backgrounds is None:
+            raise ValueError("score=background needs an autoencoder (a reconstruction error)")
+        rate = float(self.settings.get("perturbation", 0.2))
+        seed = int(self.settings.get("seed", 0))
+        self.background_errors = backgrounds(lambda images: perturb_pixels(images, rate, seed))
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        return _combine(
+            np.asarray(scored.errors, np.float64),
+            np.asarray(self.background_errors(scored.images), np.float64),
+            self.settings.get("combine", "difference"),
+            float(self.settings.get("weight", 1.0)),
+        )
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        return f"background ({s.get('combine', 'difference')}, μ={s.get('perturbation', 0.2)})"

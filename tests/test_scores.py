@@ -1,0 +1,108 @@
+"""The `score` group: each score on hand-checkable cases, then a one-epoch run per score that
+logs every metric and artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from aead.pipeline import RunContext, run
+from aead.scores import SCORES, Scored, build_score, complexity_bits, perturb_pixels
+
+
+def _textured(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, 28, 28, 1)).astype(np.float32)
+
+
+def test_every_config_option_is_registered():
+    from aead.run import CONFIG_DIR
+
+    names = sorted(p.stem for p in (__import__("pathlib").Path(CONFIG_DIR) / "score").glob("*"))
+    assert names == sorted(SCORES) == ["background", "complexity", "raw"]
+
+
+def test_raw_is_the_error_itself():
+    errors = np.array([0.3, 0.1, 0.2])
+    scored = Scored(np.zeros((3, 28, 28, 1), np.float32), errors)
+    np.testing.assert_array_equal(build_score({"name": "raw"})(scored), errors)
+
+
+def test_complexity_orders_a_blank_and_a_textured_image_with_equal_error():
+    blank = np.zeros((1, 28, 28, 1), np.float32)
+    images = np.concatenate([blank, _textured()])
+    bits = complexity_bits(images, "png")
+    assert bits[0] < 1.0 < 6.0 < bits[1]  # a blank image compresses to almost nothing
+    same_error = Scored(images, np.array([0.05, 0.05]))
+    for combine in ("ratio", "difference"):
+        scores = build_score({"name": "complexity", "combine": combine})(same_error)
+        # the same error is more surprising on the simple image
+        assert scores[0] > scores[1], combine
+    ratio = build_score({"name": "complexity", "combine": "ratio", "compressor": "zlib"})
+    zlib_bits = complexity_bits(images, "zlib")
+    np.testing.assert_allclose(ratio(same_error), 0.05 / zlib_bits)
+
+
+def test_background_equal_to_the_model_gives_a_constant_ratio():
+    images = np.concatenate([_textured(s) for s in range(5)])
+    errors = np.linspace(0.01, 0.5, 5)
+    perturbed_seen = []
+
+    def backgrounds(perturb):
+        perturbed_seen.append(perturb(images))
+        return lambda x: errors  # the background model *is* the model
+
+    score = build_score({"name": "background", "combine": "ratio", "perturbation": 0.3})
+    score.fit(Scored(images, errors), backgrounds)
+    np.testing.assert_allclose(score(Scored(images, errors)), np.ones(5))
+    changed = (perturbed_seen[0] != images).mean()
+    assert 0.2 < changed < 0.4  # about the configured share of pixels replaced
+    difference = build_score({"name": "background"})
+    difference.fit(Scored(images, errors), backgrounds)
+    np.testing.assert_allclose(difference(Scored(images, errors)), np.zeros(5))
+
+
+def test_perturbation_is_seeded_and_in_range():
+    images = _textured()
+    a, b = perturb_pixels(images, 0.2, seed=1), perturb_pixels(images, 0.2, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    with pytest.raises(ValueError, match="score.perturbation"):
+        perturb_pixels(images, 1.5, seed=1)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"name": "nope"}, "unknown score 'nope'"),
+        ({"name": "complexity", "compresor": "png"}, "has no setting ['compresor']"),
+        ({"name": "complexity", "compressor": "gif"}, "unknown score.compressor 'gif'"),
+        ({"name": "complexity", "combine": "sum"}, "unknown score.combine 'sum'"),
+    ],
+)
+def test_bad_score_settings_say_what_is_accepted(settings, message):
+    with pytest.raises(ValueError) as err:
+        build_score(settings)(Scored(_textured(), np.array([0.1])))
+    assert message in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("score", ["raw", "complexity", "background"])
+def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
+    cfg = make_config("model=dense", "loss=mse", f"score={score}", "tracking.log_model=false")
+    result = run(cfg, RunContext(base_dir=str(tmp_path)))
+    client = MlflowClient(result.tracking_uri)
+    logged = client.get_run(result.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params["score.name"] == score
+    expected = {"roc_auc", "average_precision", "accuracy", "f1", "threshold_upper", "val_loss"}
+    assert expected <= set(logged.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/error_histogram.png", "plots/roc_curve.png"} <= artifacts
+    if score == "background":
+        assert logged.data.tags["aead.background_source"] == "trained"
+        # the same run again reuses both the model and the background model
+        again = run(cfg, RunContext(base_dir=str(tmp_path)))
+        tags = client.get_run(again.run_id).data.tags
+        assert tags["aead.model_source"] == tags["aead.background_source"] == "reused"
+        assert again.metrics["roc_auc"] == result.metrics["roc_auc"]
