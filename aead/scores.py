@@ -146,25 +146,49 @@ def _combine(errors: np.ndarray, reference: np.ndarray, how: str, weight: float)
 
 @register
 class ComplexityScore(Score):
-    """error / complexity^weight ('ratio') or error - weight * complexity ('difference'), the
-    complexity being the image's compressed length in bits per pixel."""
+    """The error corrected by the image's complexity (compressed bits per pixel):
+    'ratio': error / bits^weight; 'difference': error - weight * bits; 'max_z': the larger of
+    the standardized log error and the standardized log ratio, both standardized on the normal
+    validation images (the ratio fixes simple anomalies, the raw error keeps complex ones)."""
 
     name = "complexity"
     SETTINGS = ("compressor", "combine", "weight")
+    COMBINES = ("ratio", "difference", "max_z")
+
+    def __init__(self, settings: Mapping):
+        super().__init__(settings)
+        self.combine = self.settings.get("combine", "ratio")
+        if self.combine not in self.COMBINES:
+            raise ValueError(
+                f"unknown score.combine '{self.combine}'; choose one of {list(self.COMBINES)}"
+            )
+        self.weight = float(self.settings.get("weight", 1.0))
+        self.compressor = self.settings.get("compressor", "png")
+
+    def _logs(self, scored: Scored) -> tuple[np.ndarray, np.ndarray]:
+        log_error = np.log(np.maximum(np.asarray(scored.errors, np.float64), 1e-12))
+        bits = complexity_bits(scored.images, self.compressor)
+        return log_error, log_error - self.weight * np.log(np.maximum(bits, 1e-12))
+
+    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+        if self.combine == "max_z":
+            self.standardize = [(v.mean(), v.std() or 1.0) for v in self._logs(validation)]
 
     def __call__(self, scored: Scored) -> np.ndarray:
-        bits = complexity_bits(scored.images, self.settings.get("compressor", "png"))
-        return _combine(
-            np.asarray(scored.errors, np.float64),
-            bits,
-            self.settings.get("combine", "ratio"),
-            float(self.settings.get("weight", 1.0)),
-        )
+        if self.combine == "max_z":
+            if not hasattr(self, "standardize"):
+                raise RuntimeError("score.combine=max_z: fit() on validation images first")
+            z = [
+                (v - mean) / std
+                for v, (mean, std) in zip(self._logs(scored), self.standardize, strict=True)
+            ]
+            return np.maximum(*z)
+        bits = complexity_bits(scored.images, self.compressor)
+        return _combine(np.asarray(scored.errors, np.float64), bits, self.combine, self.weight)
 
     @property
     def label(self) -> str:
-        s = self.settings
-        return f"complexity ({s.get('combine', 'ratio')}, {s.get('compressor', 'png')})"
+        return f"complexity ({self.combine}, {self.compressor})"
 
 
 # ----------------------------------------------------------------------------- background

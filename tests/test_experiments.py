@@ -22,7 +22,7 @@ NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_z
 
 def test_every_experiment_file_is_listed_in_the_readme():
     names = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-    assert names == sorted([*NAMED, "grid"])
+    assert names == sorted([*NAMED, "grid", "hard_direction"])
     readme = (REPO / "README.md").read_text()
     for name in names:
         assert f"+experiment={name}" in readme
@@ -58,6 +58,7 @@ def test_experiments_set_the_original_hyperparameters(make_config):
         ["+experiment=one_class_zero", "model=cnn"],
         ["+experiment=dense_mae_noise"],
         ["+experiment=grid", "+detector=cnn", "scenario=fashion_vs_mnist"],
+        ["+experiment=hard_direction", "score=complexity", "scenario=fashion_vs_mnist"],
     ],
     ids=lambda o: " ".join(o),
 )

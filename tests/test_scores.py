@@ -106,3 +106,16 @@ def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
         tags = client.get_run(again.run_id).data.tags
         assert tags["aead.model_source"] == tags["aead.background_source"] == "reused"
         assert again.metrics["roc_auc"] == result.metrics["roc_auc"]
+
+
+def test_max_z_flags_simple_anomalies_and_large_errors_alike():
+    rng = np.random.default_rng(0)
+    textured = rng.random((30, 28, 28, 1)).astype(np.float32)
+    validation = Scored(textured[:20], rng.uniform(0.04, 0.06, 20))
+    score = build_score({"name": "complexity", "combine": "max_z", "compressor": "zlib"})
+    score.fit(validation)
+    blank = np.zeros((1, 28, 28, 1), np.float32)
+    images = np.concatenate([textured[20:21], blank, textured[21:22]])
+    normal, simple_anomaly, bad_reconstruction = score(Scored(images, np.array([0.05, 0.05, 0.5])))
+    assert simple_anomaly > normal + 3 and bad_reconstruction > normal + 3
+    assert abs(normal) < 3  # an image like the validation ones stays within the normal range
