@@ -36,16 +36,22 @@ def local_store_uri(base_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(base_dir).resolve() / STORE_DIR / 'mlflow.db'}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _sqlite_artifacts(uri: str) -> Path | None:
+    """Where a local SQLite store keeps its artifacts: beside the database, in artifacts/."""
+    path = _sqlite_path(uri)
+    return path.parent / "artifacts" if path else None
+
+
 def resolve_tracking_uri(base_dir: str | os.PathLike, configured: str | None = None) -> str:
     """Config value, else MLFLOW_TRACKING_URI, else the local store under base_dir/mlruns."""
     uri = configured or os.environ.get(TRACKING_ENV_VAR) or local_store_uri(base_dir)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (path := _sqlite_path(uri)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return uri
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 # ----------------------------------------------------------------------------- store safety
@@ -121,11 +127,8 @@ def ui_command(uri: str) -> str:
     """How to open the MLflow UI on this store (a server URI is already a UI)."""
     if uri.startswith(("http://", "https://")):
         return f"open {redact(uri)}"
-    artifacts = ""
-    if uri.startswith("sqlite:///"):
-        artifacts = (
-            f" --default-artifact-root {Path(uri.removeprefix('sqlite:///')).parent / 'artifacts'}"
-        )
+    root = _sqlite_artifacts(uri)
+    artifacts = f" --default-artifact-root {root}" if root else ""
     return f"mlflow ui --backend-store-uri {uri}{artifacts} --host 127.0.0.1 --port 5000"
 
 
@@ -145,11 +148,9 @@ def _experiment_id(name: str, tracking_uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:///"):
-        # keep artifacts under mlruns/ too, whatever the current directory is
-        store = Path(tracking_uri.removeprefix("sqlite:///")).parent
-        artifact_location = (store / "artifacts").as_uri()
+    # keep a local store's artifacts under mlruns/ too, whatever the current directory is
+    root = _sqlite_artifacts(tracking_uri)
+    artifact_location = root.as_uri() if root else None
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
 
