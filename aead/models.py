@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import keras
+import numpy as np
 from keras import layers
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -77,3 +78,18 @@ def build_model(cfg: Mapping) -> keras.Model:
         raise ValueError(
             f"unknown model architecture '{architecture}'; choose one of {sorted(BUILDERS)}"
         ) from None
+
+
+def encoder_of(autoencoder: keras.Model) -> keras.Model:
+    """The autoencoder's encoder: its input up to the bottleneck, the layer with the fewest
+    output values (the first such layer, i.e. the encoder's side of it)."""
+
+    def size(layer) -> int:
+        shape = layer.output.shape[1:]
+        return int(np.prod(shape)) if all(d is not None for d in shape) else 1 << 62
+
+    layers_ = [
+        layer for layer in autoencoder.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    bottleneck = min(layers_, key=size)  # min() keeps the first of equal sizes
+    return keras.Model(autoencoder.inputs, bottleneck.output, name="encoder")

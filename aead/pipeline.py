@@ -26,7 +26,8 @@ from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.losses import score_images
 from aead.metrics import detection_metrics
-from aead.scores import Score, Scored, build_score
+from aead.models import encoder_of
+from aead.scores import FitContext, Score, Scored, build_score
 from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import Tracker, finished_job_run, flatten, resolve_tracking_uri, ui_command
@@ -78,6 +79,13 @@ class Detector:
             return predict_probability(self.model, images, batch_size), None
         reconstructions = self.model.predict(images, batch_size=batch_size, verbose=0)
         return score_images(images, reconstructions, self.score_name), reconstructions
+
+    def encoder(self, batch_size: int):
+        """images -> the autoencoder's bottleneck codes; None for a classifier."""
+        if self.kind == "classifier":
+            return None
+        encoder = encoder_of(self.model)
+        return lambda images: encoder.predict(images, batch_size=batch_size, verbose=0)
 
 
 # Settings that change where or how a run is recorded or computed, not its result: they are
@@ -398,7 +406,14 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         val_errors, _ = detector.errors(detector.threshold_images, batch)
         errors, reconstructions = detector.errors(splits.x_test, batch)
         validation = Scored(detector.threshold_images, val_errors)
-        score.fit(validation, background_factory(cfg, splits, tracker, cache))
+        score.fit(
+            validation,
+            FitContext(
+                train_images=splits.x_train if cfg.model.kind != "classifier" else None,
+                encoder=detector.encoder(batch),
+                backgrounds=background_factory(cfg, splits, tracker, cache),
+            ),
+        )
         lifecycle.set_stage("scoring")
         val_scores = score(validation)
         scores = score(Scored(splits.x_test, errors))

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,9 +20,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from aead import lifecycle, sweeps
-from aead.pipeline import RunContext, run
 from aead.secrets import mask_log_records, redact, redact_file
-from aead.tracking import one_line
+
+if TYPE_CHECKING:  # the pipeline imports TensorFlow: only a job that runs needs it
+    from aead.pipeline import RunContext
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -38,6 +40,8 @@ def _parallel_jobs(launcher: DictConfig) -> int:
 
 
 def context_from_hydra() -> RunContext:
+    from aead.pipeline import RunContext
+
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     return RunContext(
@@ -62,6 +66,11 @@ def _mask_hydra_files() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    from aead import tf_runtime
+
+    tf_runtime.import_quietly()
+    from aead.pipeline import run
+
     # again here: joblib runs jobs in worker processes that never ran cli()
     lifecycle.install_signal_handlers()
     mask_log_records()
@@ -86,6 +95,8 @@ def main(cfg: DictConfig) -> float:
             return math.nan
         raise
     except Exception as exc:  # one failed job must not stop the sweep; it is listed at the end
+        from aead.tracking import one_line
+
         reason = one_line(exc)
         print(f"[aead] job {context.job_num} FAILED: {reason}", file=sys.stderr, flush=True)
         sweeps.write_job_record(output_dir, **record, status="FAILED", reason=reason)

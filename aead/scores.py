@@ -10,9 +10,12 @@ was trained on. Two published corrections, each one registered class chosen by `
 - `background` (Ren et al., NeurIPS 2019, likelihood ratio): the error minus, or over, the
   error of a background autoencoder trained on perturbed normal images, which learns the
   background statistics but not the semantics.
+- `latent_knn`: the distance of an image's code (the autoencoder's bottleneck) to its k
+  nearest codes of normal training images: how far from anything normal the model maps it.
 
-The contract: `fit(validation, backgrounds)` once on the held-out normal validation images
-(never on test data), then `score(images, errors)`; higher = more anomalous.
+The contract: `fit(validation, context)` once, on the held-out normal validation images and
+what the context offers (normal training images, the detector's encoder, background models;
+never test data), then `score(Scored(images, errors))`; higher = more anomalous.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ class Scored:
     errors: np.ndarray
 
 
+@dataclass
+class FitContext:
+    """What a score may learn from besides the validation errors; None where not available."""
+
+    train_images: np.ndarray | None = None  # the normal training images
+    encoder: ImageFunction | None = None  # images -> the detector's codes (autoencoders)
+    backgrounds: BackgroundFactory | None = None
+
+
 class Score:
     """One score. Subclasses set `name` and implement __call__; settings come from config."""
 
@@ -54,7 +66,7 @@ class Score:
             )
         self.settings = dict(settings)
 
-    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         """Learn what the score needs from normal validation images (default: nothing)."""
 
     def __call__(self, scored: Scored) -> np.ndarray:
@@ -170,7 +182,7 @@ class ComplexityScore(Score):
         bits = complexity_bits(scored.images, self.compressor)
         return log_error, log_error - self.weight * np.log(np.maximum(bits, 1e-12))
 
-    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         if self.combine == "max_z":
             self.standardize = [(v.mean(), v.std() or 1.0) for v in self._logs(validation)]
 
@@ -211,7 +223,8 @@ class BackgroundScore(Score):
     name = "background"
     SETTINGS = ("perturbation", "combine", "weight", "seed")
 
-    def fit(self, validation: Scored, backgrounds: BackgroundFactory | None = None) -> None:
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
+        backgrounds = context.backgrounds if context else None
         if backgrounds is None:
             raise ValueError("score=background needs an autoencoder (a reconstruction error)")
         rate = float(self.settings.get("perturbation", 0.2))
@@ -230,3 +243,58 @@ class BackgroundScore(Score):
     def label(self) -> str:
         s = self.settings
         return f"background ({s.get('combine', 'difference')}, μ={s.get('perturbation', 0.2)})"
+
+
+# ----------------------------------------------------------------------------- latent kNN
+
+
+@register
+class LatentKnnScore(Score):
+    """Mean Euclidean distance from an image's code to its k nearest codes of the normal
+    training images. The reconstruction error asks 'can the decoder redraw it?', which
+    simple anomalies pass; this asks 'does the encoder map it near anything normal?'."""
+
+    name = "latent_knn"
+    SETTINGS = ("k", "normalize")
+    NORMALIZE = ("none", "l2")
+
+    def __init__(self, settings: Mapping):
+        super().__init__(settings)
+        self.k = int(self.settings.get("k", 5))
+        if self.k < 1:
+            raise ValueError(f"score.k must be a positive number, got {self.k}")
+        self.normalize = self.settings.get("normalize", "none")
+        if self.normalize not in self.NORMALIZE:
+            raise ValueError(
+                f"unknown score.normalize '{self.normalize}'; choose one of {list(self.NORMALIZE)}"
+            )
+
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        if context is None or context.encoder is None or context.train_images is None:
+            raise ValueError("score=latent_knn needs an autoencoder (its encoder's codes)")
+        self.encoder = context.encoder
+        codes = self._codes(context.train_images)
+        self.neighbours = NearestNeighbors(n_neighbors=min(self.k, len(codes))).fit(codes)
+
+    def _codes(self, images: np.ndarray) -> np.ndarray:
+        codes = np.asarray(self.encoder(images), np.float64)
+        codes = codes.reshape(len(codes), -1)
+        if self.normalize == "l2":  # distances between directions: cosine-like
+            codes = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+        return codes
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        if not hasattr(self, "neighbours"):
+            raise RuntimeError("score=latent_knn: fit() on the training codes first")
+        distances, _ = self.neighbours.kneighbors(self._codes(scored.images))
+        return distances.mean(axis=1)
+
+    @property
+    def label(self) -> str:
+        return f"latent kNN (k={self.k}, {self.normalize})"
+
+    def describe(self, error_name: str) -> str:
+        unit = ", unit-length codes" if self.normalize == "l2" else ""
+        return f"code distance to the {self.k} nearest normal codes{unit}"

@@ -16,8 +16,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
@@ -27,6 +27,9 @@ from mlflow.tracking import MlflowClient
 
 from aead import lifecycle
 from aead.secrets import redact
+
+if TYPE_CHECKING:  # TensorFlow is imported only by what trains: the report starts fast
+    import keras
 
 TRACKING_ENV_VAR = "MLFLOW_TRACKING_URI"
 STORE_DIR = "mlruns"
@@ -154,16 +157,6 @@ def _experiment_id(name: str, tracking_uri: str) -> str:
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs train_loss / val_loss (and other Keras logs) each epoch, step = epoch (1-based)."""
-
-    RENAME = {"loss": "train_loss"}
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {self.RENAME.get(k, k): float(v) for k, v in (logs or {}).items()}
-        retrying(mlflow.log_metrics, logs, step=epoch + 1)
-
-
 def one_line(exc: BaseException) -> str:
     """An exception as one line: 'ValueError: first line of the message'."""
     lines = str(exc).strip().splitlines()
@@ -270,6 +263,7 @@ class Tracker:
         retrying(mlflow.log_text, buffer.getvalue(), artifact_file)
 
     def log_keras_model(self, model: keras.Model, sample_input, name: str = "model") -> None:
+        import keras
         import tensorflow as tf
 
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
@@ -281,6 +275,8 @@ class Tracker:
         )  # fmt: skip
 
     def epoch_logger(self) -> keras.callbacks.Callback:
+        from aead.training import EpochLogger
+
         return EpochLogger()
 
 

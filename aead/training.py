@@ -33,6 +33,21 @@ def _verbosity(setting) -> int:
     return int(setting)
 
 
+class EpochLogger(keras.callbacks.Callback):
+    """Logs train_loss / val_loss (and other Keras logs) to the active MLflow run each epoch,
+    step = epoch (1-based)."""
+
+    RENAME = {"loss": "train_loss"}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import mlflow
+
+        from aead.tracking import retrying
+
+        logs = {self.RENAME.get(k, k): float(v) for k, v in (logs or {}).items()}
+        retrying(mlflow.log_metrics, logs, step=epoch + 1)
+
+
 class TrainingMonitor(keras.callbacks.Callback):
     """Records the epoch being trained (for the end reason of an interrupted run) and stops
     training in the epoch where the loss turns NaN or infinite, saying what to change."""

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from aead import pipeline
 from aead.pipeline import RunContext, run
 from aead.report import main as report_main
-from aead.report import write_report
 from aead.run import CONFIG_DIR
+from aead.sweep_report import write_report
 from tests.conftest import QUICK
 
 SWEEP = "sweep-test"

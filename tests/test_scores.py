@@ -8,7 +8,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from aead.pipeline import RunContext, run
-from aead.scores import SCORES, Scored, build_score, complexity_bits, perturb_pixels
+from aead.scores import (
+    SCORES,
+    FitContext,
+    Scored,
+    build_score,
+    complexity_bits,
+    perturb_pixels,
+)
 
 
 def _textured(seed: int = 0) -> np.ndarray:
@@ -19,7 +26,7 @@ def test_every_config_option_is_registered():
     from aead.run import CONFIG_DIR
 
     names = sorted(p.stem for p in (__import__("pathlib").Path(CONFIG_DIR) / "score").glob("*"))
-    assert names == sorted(SCORES) == ["background", "complexity", "raw"]
+    assert names == sorted(SCORES) == ["background", "complexity", "latent_knn", "raw"]
 
 
 def test_raw_is_the_error_itself():
@@ -53,13 +60,50 @@ def test_background_equal_to_the_model_gives_a_constant_ratio():
         return lambda x: errors  # the background model *is* the model
 
     score = build_score({"name": "background", "combine": "ratio", "perturbation": 0.3})
-    score.fit(Scored(images, errors), backgrounds)
+    score.fit(Scored(images, errors), FitContext(backgrounds=backgrounds))
     np.testing.assert_allclose(score(Scored(images, errors)), np.ones(5))
     changed = (perturbed_seen[0] != images).mean()
     assert 0.2 < changed < 0.4  # about the configured share of pixels replaced
     difference = build_score({"name": "background"})
-    difference.fit(Scored(images, errors), backgrounds)
+    difference.fit(Scored(images, errors), FitContext(backgrounds=backgrounds))
     np.testing.assert_allclose(difference(Scored(images, errors)), np.zeros(5))
+
+
+def test_latent_knn_is_the_mean_distance_to_the_nearest_training_codes():
+    train = np.zeros((4, 28, 28, 1), np.float32)
+    train[:, 0, 0, 0] = [0.0, 1.0, 2.0, 10.0]  # the "encoder" below reads this pixel as code
+
+    def encoder(images):
+        return np.stack([images[:, 0, 0, 0], np.zeros(len(images))], axis=1)
+
+    score = build_score({"name": "latent_knn", "k": 2})
+    score.fit(Scored(train[:1], np.zeros(1)), FitContext(train_images=train, encoder=encoder))
+    query = np.zeros((2, 28, 28, 1), np.float32)
+    query[:, 0, 0, 0] = [1.0, 6.0]
+    # 1.0: nearest codes 1 and 0 (or 2) -> (0 + 1) / 2; 6.0: nearest 10 and 2 -> (4 + 4) / 2
+    np.testing.assert_allclose(score(Scored(query, np.zeros(2))), [0.5, 4.0])
+    with pytest.raises(ValueError, match="needs an autoencoder"):
+        build_score({"name": "latent_knn"}).fit(Scored(train, np.zeros(4)), FitContext())
+    # l2: codes scaled to unit length, so only their direction counts
+    unit = build_score({"name": "latent_knn", "k": 1, "normalize": "l2"})
+    unit.fit(Scored(train[:1], np.zeros(1)), FitContext(train_images=train[1:2], encoder=encoder))
+    np.testing.assert_allclose(unit(Scored(query, np.zeros(2))), [0.0, 0.0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "model, code_shape",
+    [
+        ({"name": "dense", "units": [200, 100, 50, 25]}, (25,)),
+        ({"name": "conv", "filters": [16, 8, 8]}, (4, 4, 8)),
+        ({"name": "deep_conv", "architecture": "conv", "filters": [32, 64, 64, 64]}, (2, 2, 64)),
+    ],
+)
+def test_encoder_ends_at_the_bottleneck(model, code_shape):
+    from aead.models import build_model, encoder_of
+
+    encoder = encoder_of(build_model(model))
+    assert tuple(encoder.output.shape[1:]) == code_shape
+    assert encoder.predict(_textured(), verbose=0).shape == (1, *code_shape)
 
 
 def test_perturbation_is_seeded_and_in_range():
@@ -78,6 +122,7 @@ def test_perturbation_is_seeded_and_in_range():
         ({"name": "complexity", "compresor": "png"}, "has no setting ['compresor']"),
         ({"name": "complexity", "compressor": "gif"}, "unknown score.compressor 'gif'"),
         ({"name": "complexity", "combine": "sum"}, "unknown score.combine 'sum'"),
+        ({"name": "latent_knn", "normalize": "l1"}, "unknown score.normalize 'l1'"),
     ],
 )
 def test_bad_score_settings_say_what_is_accepted(settings, message):
@@ -87,7 +132,7 @@ def test_bad_score_settings_say_what_is_accepted(settings, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("score", ["raw", "complexity", "background"])
+@pytest.mark.parametrize("score", ["raw", "complexity", "background", "latent_knn"])
 def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
     cfg = make_config("model=dense", "loss=mse", f"score={score}", "tracking.log_model=false")
     result = run(cfg, RunContext(base_dir=str(tmp_path)))

@@ -1,0 +1,161 @@
+"""The one-class benchmark as the papers print it: per dataset, one row per normal class, one
+column per detector (ROC-AUC %, mean ± std over seeds), the mean over the classes, and the
+published methods' figures (from aead/published/one_class.yaml) as extra columns.
+
+Built from the runs' logged metrics only; the report adds it when a sweep varies
+`scenario.normal_class`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+PUBLISHED = Path(__file__).parent / "published" / "one_class.yaml"
+NORMAL_CLASS = "params.scenario.normal_class"
+DATASET = "params.scenario.dataset"
+CSV_COLUMNS = ["dataset", "normal_class", "detector", "roc_auc_mean", "roc_auc_std", "n_runs"]
+
+
+def is_benchmark(runs: pd.DataFrame) -> bool:
+    return NORMAL_CLASS in runs and runs[NORMAL_CLASS].nunique() > 1
+
+
+def published_methods(path: Path = PUBLISHED) -> list[dict]:
+    """[{name, citation, mean: {dataset: %}, per_class: {dataset: [10 x %]}}]."""
+    return yaml.safe_load(path.read_text())["methods"]
+
+
+def detector_columns(variants: list[str]) -> list[str]:
+    """The variant columns that tell detectors apart (not the scenario's)."""
+    return [c for c in variants if not c.startswith("params.scenario.")]
+
+
+def detector_label(values: dict[str, str]) -> str:
+    """'model=conv loss=mse score=latent_knn' from {'params.model.name': 'conv', ...}."""
+    parts = []
+    for column, value in values.items():
+        name = column.removeprefix("params.").removesuffix(".name")
+        parts.append(f"{name}={value}")
+    return " ".join(parts) or "detector"
+
+
+def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """One row per (dataset, normal class, detector): ROC-AUC mean, sample std, n_runs, from
+    the FINISHED runs' logged `roc_auc`."""
+    if "metrics.roc_auc" not in runs:
+        return pd.DataFrame(columns=CSV_COLUMNS)
+    done = runs[(runs["status"] == "FINISHED") & runs["metrics.roc_auc"].notna()].copy()
+    detectors = detector_columns(variants)
+    if DATASET not in done:
+        done[DATASET] = "dataset"
+    done["_detector"] = [
+        detector_label({c: str(row[c]) for c in detectors}) for _, row in done.iterrows()
+    ]
+    done["_class"] = done[NORMAL_CLASS].astype(int)
+    rows = []
+    for (dataset, normal_class, detector), group in done.groupby(
+        [DATASET, "_class", "_detector"], sort=True
+    ):
+        values = group["metrics.roc_auc"].astype(float)
+        rows.append(
+            {
+                "dataset": dataset,
+                "normal_class": int(normal_class),
+                "detector": detector,
+                "roc_auc_mean": float(values.mean()),
+                "roc_auc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "n_runs": len(values),
+            }
+        )
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def _pct(mean: float, std: float | None = None) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def tables(results: pd.DataFrame, methods: list[dict]) -> dict[str, tuple[list, list]]:
+    """Per dataset: (header, rows) with one row per class and a final row with each
+    detector's mean of its per-class means (marked partial where a class has no run)."""
+    out = {}
+    for dataset, part in results.groupby("dataset", sort=True):
+        detectors = sorted(part["detector"].unique())
+        cited = [m for m in methods if dataset in (m.get("mean") or {})]
+        header = ["class", *detectors, *(f"{m['name']} (published)" for m in cited)]
+        rows = []
+        classes = sorted(part["normal_class"].unique())
+        for normal_class in classes:
+            cells = [str(normal_class)]
+            for detector in detectors:
+                hit = part[(part["normal_class"] == normal_class) & (part["detector"] == detector)]
+                cells.append(
+                    _pct(hit["roc_auc_mean"].iloc[0], hit["roc_auc_std"].iloc[0])
+                    if len(hit)
+                    else "–"
+                )
+            for method in cited:
+                figures = (method.get("per_class") or {}).get(dataset)
+                cells.append(f"{figures[normal_class]:.1f}" if figures else "–")
+            rows.append(cells)
+        mean_row = [f"mean ({len(classes)} classes)"]
+        for detector in detectors:
+            means = part[part["detector"] == detector]["roc_auc_mean"]
+            complete = len(means) == len(classes)
+            mean_row.append(_pct(means.mean()) + ("" if complete else " (partial)"))
+        mean_row += [f"{m['mean'][dataset]:.1f}" for m in cited]
+        rows.append(mean_row)
+        out[dataset] = (header, rows)
+    return out
+
+
+def citations(methods: list[dict]) -> list[str]:
+    return [f"{m['name']}: {m['citation']}" for m in methods]
+
+
+NOTE = (
+    "ROC-AUC in %, mean ± sample std over seeds of the runs' logged roc_auc; the last row is "
+    "the mean over the classes. Published columns: the papers' figures (means only where the "
+    "data file has no per-class figures)."
+)
+
+
+def markdown(results: pd.DataFrame, methods: list[dict]) -> str:
+    lines = ["## One-class benchmark", ""]
+    for dataset, (header, rows) in tables(results, methods).items():
+        lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    lines += [NOTE, ""] + [f"- {c}" for c in citations(methods)] + [""]
+    return "\n".join(lines)
+
+
+def html_section(results: pd.DataFrame, methods: list[dict]) -> str:
+    esc = html.escape
+    parts = ["<h2>One-class benchmark</h2>", f"<p>{esc(NOTE)}</p>"]
+    for dataset, (header, rows) in tables(results, methods).items():
+        parts.append(f"<h3>{esc(dataset)}</h3><table id='one-class-{esc(dataset)}'>")
+        parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+    parts.append("<ul>" + "".join(f"<li>{esc(c)}</li>" for c in citations(methods)) + "</ul>")
+    return "\n".join(parts)
+
+
+def write(runs: pd.DataFrame, variants: list[str], out: Path) -> tuple[str, str] | None:
+    """Writes one_class.csv; returns the (markdown, html) sections, or None when the sweep is
+    not a one-class benchmark."""
+    if not is_benchmark(runs):
+        return None
+    results = per_class(runs, variants)
+    results.to_csv(out / "one_class.csv", index=False)
+    methods = published_methods()
+    return markdown(results, methods), html_section(results, methods)

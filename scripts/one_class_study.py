@@ -1,0 +1,114 @@
+"""Which autoencoder score works on the one-class benchmark: trains one autoencoder per class
+(normal = that class of the full training split) and prints, per class, the ROC-AUC on the
+full test split of several scores of the same model, then their means over the classes.
+
+    python scripts/one_class_study.py [--dataset mnist] [--model dense] [--loss mse]
+                                      [--epochs 10] [--classes 0 1 ...] [--seed 0]
+
+Scores: the raw reconstruction errors (mse, bce), the complexity-corrected error
+(score=complexity, max_z, zlib), and the distance of the image's code (the autoencoder's
+bottleneck) to its k nearest training codes (score=latent_knn). A study, not a test: it prints
+figures for choosing the benchmark's detectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import keras
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from aead.data import build_splits
+from aead.losses import score_images
+from aead.models import encoder_of
+from aead.scores import ComplexityScore, FitContext, LatentKnnScore, Scored
+from aead.training import train_autoencoder
+
+MODELS = {
+    "dense": {"name": "dense", "architecture": "dense", "kind": "autoencoder",
+              "units": [200, 100, 50, 25]},
+    "conv": {"name": "conv", "architecture": "conv", "kind": "autoencoder", "filters": [16, 8, 8]},
+    "deep_conv": {"name": "deep_conv", "architecture": "conv", "kind": "autoencoder",
+                  "filters": [32, 64, 64, 64], "kernel_initializer": "he_normal"},
+}  # fmt: skip
+SCORES = ("mse", "bce", "ssim", "complexity", "cx_ssim", "knn1", "knn5", "knn5_l2")
+
+
+def study_class(args, normal_class: int) -> dict[str, float]:
+    keras.utils.set_random_seed(args.seed)
+    scenario = {"name": "one_class", "dataset": args.dataset, "normal_class": normal_class}
+    splits = build_splits(scenario, {"download": False}, seed=args.seed)
+    trainer = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+               "patience": 3, "verbose": 0}  # fmt: skip
+    model, _ = train_autoencoder(
+        MODELS[args.model], args.loss, trainer, splits.x_train, splits.x_val
+    )
+
+    def scored(images):
+        reconstructions = model.predict(images, batch_size=512, verbose=0)
+        return Scored(images, score_images(images, reconstructions, args.loss))
+
+    test, val = scored(splits.x_test), scored(splits.x_val)
+    aucs = {}
+    recon = model.predict(splits.x_test, batch_size=512, verbose=0)
+    val_recon = model.predict(splits.x_val, batch_size=512, verbose=0)
+    for error in ("mse", "bce", "mae", "ssim"):
+        aucs[error] = roc_auc_score(splits.y_test, score_images(splits.x_test, recon, error))
+    complexity = ComplexityScore({"compressor": "zlib", "combine": "max_z"})
+    complexity.fit(val)
+    aucs["complexity"] = roc_auc_score(splits.y_test, complexity(test))
+    on_ssim = ComplexityScore({"compressor": "zlib", "combine": "max_z"})
+    on_ssim.fit(Scored(splits.x_val, score_images(splits.x_val, val_recon, "ssim")))
+    ssim_test = Scored(splits.x_test, score_images(splits.x_test, recon, "ssim"))
+    aucs["cx_ssim"] = roc_auc_score(splits.y_test, on_ssim(ssim_test))
+    encoder = encoder_of(model)
+    codes = {}
+
+    def encode(images):  # the training and test codes are computed once for all variants
+        key = id(images)
+        if key not in codes:
+            codes[key] = encoder.predict(images, 512, verbose=0)
+        return codes[key]
+
+    for name, settings in (("knn1", {"k": 1}), ("knn5", {"k": 5}),
+                           ("knn5_l2", {"k": 5, "normalize": "l2"})):  # fmt: skip
+        knn = LatentKnnScore(settings)
+        knn.fit(val, FitContext(splits.x_train, encode))
+        aucs[name] = roc_auc_score(splits.y_test, knn(test))
+    return aucs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--model", choices=sorted(MODELS), default="dense")
+    parser.add_argument("--loss", default="mse")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--units", type=int, nargs="*", help="dense model: layer sizes")
+    parser.add_argument("--filters", type=int, nargs="*", help="conv models: filters per stage")
+    parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.units:
+        MODELS["dense"]["units"] = args.units
+    if args.filters:
+        MODELS[args.model]["filters"] = args.filters
+    print(f"{vars(args)}", flush=True)
+    print("class  " + "  ".join(f"{s:>10}" for s in SCORES) + "   seconds", flush=True)
+    rows = []
+    for c in args.classes:
+        start = time.time()
+        aucs = study_class(args, c)
+        rows.append([aucs[s] for s in SCORES])
+        print(f"{c:>5}  " + "  ".join(f"{100 * aucs[s]:>10.2f}" for s in SCORES)
+              + f"   {time.time() - start:7.0f}", flush=True)  # fmt: skip
+    means = 100 * np.mean(rows, axis=0)
+    print(" mean  " + "  ".join(f"{m:>10.2f}" for m in means), flush=True)
+
+
+if __name__ == "__main__":
+    main()

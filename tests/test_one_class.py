@@ -1,0 +1,132 @@
+"""The one-class benchmark: the experiment's sweep, the report's per-class table and
+one_class.csv (from a hand-made set of runs, then from a real two-class one-epoch sweep)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from aead import one_class
+from aead.report import main as report_main
+from aead.run import CONFIG_DIR
+from tests.conftest import QUICK, REPO
+
+
+def _sweep_axes(*overrides: str) -> dict[str, list[str]]:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "config", ["+experiment=one_class_benchmark", *overrides], return_hydra_config=True
+        )
+    return cfg, {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
+    cfg, axes = _sweep_axes()
+    assert axes["scenario.dataset"] == "mnist,fashion_mnist"
+    assert axes["scenario.normal_class"] == "range(0,10)"
+    assert axes["seed"] == "0,1,2"
+    assert "raw" in axes["score"] and "complexity" in axes["score"]
+    assert (cfg.scenario.name, cfg.scenario.train_anomaly_fraction) == ("one_class", 0.0)
+    assert cfg.model.kind == "autoencoder"  # no labels: every swept model is an autoencoder
+    for model in axes["model"].split(","):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            assert compose("config", [f"model={model}"]).model.kind == "autoencoder"
+
+
+def _fake_runs() -> pd.DataFrame:
+    """Runs as MLflow returns them: 2 classes x 2 detectors x seeds 0, 1, one FAILED."""
+    rows = []
+    for normal_class, score, seed in itertools.product((0, 1), ("raw", "complexity"), (0, 1)):
+        auc = 0.90 + 0.05 * normal_class + (0.02 if score == "complexity" else 0) + 0.01 * seed
+        rows.append(
+            {
+                "status": "FINISHED",
+                "params.scenario.dataset": "fashion_mnist",
+                "params.scenario.normal_class": str(normal_class),
+                "params.scenario.name": "one_class",
+                "params.model.name": "dense",
+                "params.score.name": score,
+                "params.seed": str(seed),
+                "metrics.roc_auc": auc,
+            }
+        )
+    rows.append({**rows[0], "status": "FAILED", "metrics.roc_auc": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_per_class_table_means_and_published_columns():
+    runs = _fake_runs()
+    variants = ["params.scenario.name", "params.scenario.dataset",
+                "params.scenario.normal_class", "params.score.name"]  # fmt: skip
+    results = one_class.per_class(runs, variants)
+    assert list(results.columns) == one_class.CSV_COLUMNS
+    raw0 = results[(results["normal_class"] == 0) & (results["detector"] == "score=raw")].iloc[0]
+    assert raw0["n_runs"] == 2  # the FAILED run is not counted
+    assert raw0["roc_auc_mean"] == pytest.approx(0.905)
+    assert raw0["roc_auc_std"] == pytest.approx(pd.Series([0.90, 0.91]).std())
+
+    methods = one_class.published_methods()
+    header, rows = one_class.tables(results, methods)["fashion_mnist"]
+    # published figures for Fashion-MNIST only from the methods that report it
+    cited = [m["name"] for m in methods if "fashion_mnist" in m["mean"]]
+    assert cited == ["GEOM", "ARNet", "ESAD"]
+    assert header == ["class", "score=complexity", "score=raw",
+                      *(f"{n} (published)" for n in cited)]  # fmt: skip
+    assert rows[0][:3] == ["0", "92.50 ± 0.71", "90.50 ± 0.71"]
+    assert rows[-1] == ["mean (2 classes)", "95.00", "93.00", "93.5", "93.9", "94.0"]
+
+
+def test_published_figures_have_their_sources():
+    methods = one_class.published_methods()
+    expected = {"Conv AE": {"mnist": 90.0}, "Deep SVDD": {"mnist": 94.8},
+                "OCGAN": {"mnist": 97.5}, "GEOM": {"mnist": 98.0, "fashion_mnist": 93.5},
+                "ARNet": {"mnist": 98.3, "fashion_mnist": 93.9},
+                "ESAD": {"mnist": 98.5, "fashion_mnist": 94.0}}  # fmt: skip
+    assert {m["name"]: m["mean"] for m in methods} == expected
+    assert all(len(m["citation"]) > 20 for m in methods)
+
+
+def test_a_sweep_without_normal_class_variation_is_not_a_benchmark():
+    runs = _fake_runs()
+    assert one_class.is_benchmark(runs)
+    assert not one_class.is_benchmark(runs[runs["params.scenario.normal_class"] == "0"])
+
+
+@pytest.mark.slow
+def test_two_class_slice_runs_and_reports_the_logged_values(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [
+        sys.executable, "-m", "aead.run", "-m", "+experiment=one_class_benchmark",
+        "scenario.dataset=mnist", "scenario.normal_class=0,1", "model=dense", "seed=0",
+        *QUICK, f"cache.dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["one_class_benchmark"])
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}  # 2 classes x 2 scores
+    report_main(["--tracking-uri", store, "--out", str(tmp_path / "report")])
+
+    table = pd.read_csv(tmp_path / "report" / "one_class.csv")
+    assert list(table.columns) == one_class.CSV_COLUMNS
+    assert len(table) == 4 and set(table["normal_class"]) == {0, 1}
+    for _, row in table.iterrows():
+        score = row["detector"].split("score=")[1]
+        logged = runs[
+            (runs["params.scenario.normal_class"] == str(row["normal_class"]))
+            & (runs["params.score.name"] == score)
+        ]["metrics.roc_auc"]
+        assert row["n_runs"] == 1 and row["roc_auc_mean"] == pytest.approx(logged.iloc[0])
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## One-class benchmark" in markdown and "### mnist" in markdown
+    assert "ESAD (published)" in markdown and "| mean (2 classes) |" in markdown
+    assert "Deep One-Class Classification" in markdown  # the citations
