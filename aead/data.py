@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aead.errors import ConfigError
+
 DATA_ENV_VAR = "AEAD_DATA_DIR"
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 
@@ -35,8 +37,9 @@ _IDX_DTYPES = {
 }
 
 
-class DataError(RuntimeError):
-    """Raised when data is missing or malformed; the message says where and why."""
+class DataError(ConfigError):
+    """Raised when data is missing or malformed; the message says where and why (and which
+    setting points aead at other data)."""
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -218,7 +221,7 @@ def _split_validation(
     images: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < fraction < 1:
-        raise ValueError(f"data.val_fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {fraction}")
     order = rng.permutation(len(images))
     n_val = max(1, int(round(fraction * len(images))))
     return images[order[n_val:]], images[order[:n_val]]
@@ -242,7 +245,7 @@ def _sample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 def _mixed_count(fraction: float, n_normal: int) -> int:
     """How many images of another class make up `fraction` of the mixed set."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"a mixed-in fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"a mixed-in fraction must be in [0, 1), got {fraction}")
     return int(round(fraction * n_normal / (1 - fraction)))
 
 
@@ -279,7 +282,7 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
     if kind == "one_class":
         name, normal_class = scenario["dataset"], int(scenario["normal_class"])
         if not 0 <= normal_class <= 9:
-            raise ValueError(f"scenario.normal_class must be 0..9, got {normal_class}")
+            raise ConfigError(f"scenario.normal_class must be 0..9, got {normal_class}")
         train = load(name, "train")
         normal_train = _limit(train.images[train.labels == normal_class], train_limit, rng)
         description = {
@@ -340,7 +343,7 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         }
         return Splits(x_train, x_val, x_test, y_test, description)
 
-    raise ValueError(
+    raise ConfigError(
         f"unknown scenario '{kind}'; choose mnist_vs_fashion, fashion_vs_mnist, one_class, "
         "contaminated or noise"
     )

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aead.errors import ConfigError
+
 _EPSILON = 1e-7
 _IMAGE_AXES = (1, 2, 3)
 
@@ -55,7 +57,7 @@ def get_loss(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss '{name}'; choose one of {sorted(LOSSES)}") from None
+        raise ConfigError(f"unknown loss '{name}'; choose one of {sorted(LOSSES)}") from None
 
 
 def score_images(

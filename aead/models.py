@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from aead.errors import ConfigError
+
 IMAGE_SHAPE = (28, 28, 1)
 
 
@@ -75,7 +77,7 @@ def build_model(cfg: Mapping) -> keras.Model:
     try:
         return BUILDERS[architecture](cfg)
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model architecture '{architecture}'; choose one of {sorted(BUILDERS)}"
         ) from None
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from aead import lifecycle, plots
 from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
+from aead.errors import ConfigError
 from aead.losses import score_images
 from aead.metrics import detection_metrics
 from aead.models import encoder_of
@@ -109,7 +110,7 @@ def tf_threads(setting, parallel_jobs: int) -> int:
         return max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
     threads = int(setting)
     if threads < 1:
-        raise ValueError(f"compute.threads must be 'auto' or a positive number, got {setting}")
+        raise ConfigError(f"compute.threads must be 'auto' or a positive number, got {setting}")
     return threads
 
 
@@ -394,7 +395,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         extra = {}
         if cfg.trainer.get("kfold"):
             if cfg.model.kind != "classifier":
-                raise ValueError("trainer.kfold applies to the supervised model=cnn only")
+                raise ConfigError("trainer.kfold applies to the supervised model=cnn only")
             lifecycle.set_stage("k-fold training")
             extra = _kfold(cfg, splits, tracker)
 

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from aead import lifecycle, sweeps
+from aead import errors, lifecycle, sweeps
 from aead.secrets import mask_log_records, redact, redact_file
 
 if TYPE_CHECKING:  # the pipeline imports TensorFlow: only a job that runs needs it
@@ -108,16 +108,31 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """`python -m aead.run`: exit 0 when every job finished, 1 when a job failed, 128 + the
-    signal number when interrupted."""
+    """`python -m aead.run`: exit 0 when every job finished, 1 when a job failed, 2 on a
+    configuration error (one line naming the setting), 128 + the signal number when
+    interrupted."""
     lifecycle.install_signal_handlers()
     lifecycle.mark_launcher()
     mask_log_records()
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach this function, which words them
     try:
         main()
     except lifecycle.Interrupted as exc:
         print(f"[aead] stopped: {exc.reason}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if full_error:
+            raise
+        line = errors.config_error_line(exc)
+        if line is not None:
+            print(f"[aead] configuration error: {redact(line)}", file=sys.stderr, flush=True)
+            sys.exit(errors.EXIT_CONFIG)
+        from aead.tracking import one_line
+
+        print(f"[aead] error: {one_line(exc)}", file=sys.stderr, flush=True)
+        print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)
+        sys.exit(1)
     if sweeps.failed_jobs():
         sys.exit(1)
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aead.errors import ConfigError
+
 # Trains (or reuses) a background model on images perturbed by the given function and returns
 # a function giving that model's per-image errors.
 ImageFunction = Callable[[np.ndarray], np.ndarray]
@@ -60,7 +62,7 @@ class Score:
     def __init__(self, settings: Mapping):
         unknown = set(settings) - {"name", *self.SETTINGS}
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"score={self.name} has no setting {sorted(unknown)}; "
                 f"it takes {list(self.SETTINGS)}"
             )
@@ -99,7 +101,7 @@ def build_score(settings: Mapping) -> Score:
     try:
         return SCORES[name](settings)
     except KeyError:
-        raise ValueError(f"unknown score '{name}'; choose one of {sorted(SCORES)}") from None
+        raise ConfigError(f"unknown score '{name}'; choose one of {sorted(SCORES)}") from None
 
 
 @register
@@ -139,7 +141,7 @@ def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
     try:
         length = COMPRESSORS[compressor]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown score.compressor '{compressor}'; choose one of {sorted(COMPRESSORS)}"
         ) from None
     pixels = np.clip(np.rint(np.asarray(images) * 255), 0, 255).astype(np.uint8)
@@ -153,7 +155,7 @@ def _combine(errors: np.ndarray, reference: np.ndarray, how: str, weight: float)
         return errors / np.maximum(reference, 1e-12) ** weight
     if how == "difference":
         return errors - weight * reference
-    raise ValueError(f"unknown score.combine '{how}'; choose 'ratio' or 'difference'")
+    raise ConfigError(f"unknown score.combine '{how}'; choose 'ratio' or 'difference'")
 
 
 @register
@@ -171,7 +173,7 @@ class ComplexityScore(Score):
         super().__init__(settings)
         self.combine = self.settings.get("combine", "ratio")
         if self.combine not in self.COMBINES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown score.combine '{self.combine}'; choose one of {list(self.COMBINES)}"
             )
         self.weight = float(self.settings.get("weight", 1.0))
@@ -209,7 +211,7 @@ class ComplexityScore(Score):
 def perturb_pixels(images: np.ndarray, rate: float, seed: int) -> np.ndarray:
     """Ren et al.'s perturbation: each pixel replaced by uniform noise with probability rate."""
     if not 0 < rate < 1:
-        raise ValueError(f"score.perturbation must be in (0, 1), got {rate}")
+        raise ConfigError(f"score.perturbation must be in (0, 1), got {rate}")
     rng = np.random.default_rng(seed)
     noise = rng.random(images.shape, dtype=np.float32)
     return np.where(rng.random(images.shape) < rate, noise, images).astype(np.float32)
@@ -226,7 +228,7 @@ class BackgroundScore(Score):
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         backgrounds = context.backgrounds if context else None
         if backgrounds is None:
-            raise ValueError("score=background needs an autoencoder (a reconstruction error)")
+            raise ConfigError("score=background needs an autoencoder (a reconstruction error)")
         rate = float(self.settings.get("perturbation", 0.2))
         seed = int(self.settings.get("seed", 0))
         self.background_errors = backgrounds(lambda images: perturb_pixels(images, rate, seed))
@@ -262,10 +264,10 @@ class LatentKnnScore(Score):
         super().__init__(settings)
         self.k = int(self.settings.get("k", 5))
         if self.k < 1:
-            raise ValueError(f"score.k must be a positive number, got {self.k}")
+            raise ConfigError(f"score.k must be a positive number, got {self.k}")
         self.normalize = self.settings.get("normalize", "none")
         if self.normalize not in self.NORMALIZE:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown score.normalize '{self.normalize}'; choose one of {list(self.NORMALIZE)}"
             )
 
@@ -273,7 +275,7 @@ class LatentKnnScore(Score):
         from sklearn.neighbors import NearestNeighbors
 
         if context is None or context.encoder is None or context.train_images is None:
-            raise ValueError("score=latent_knn needs an autoencoder (its encoder's codes)")
+            raise ConfigError("score=latent_knn needs an autoencoder (its encoder's codes)")
         self.encoder = context.encoder
         codes = self._codes(context.train_images)
         self.neighbours = NearestNeighbors(n_neighbors=min(self.k, len(codes))).fit(codes)
@@ -298,3 +300,47 @@ class LatentKnnScore(Score):
     def describe(self, error_name: str) -> str:
         unit = ", unit-length codes" if self.normalize == "l2" else ""
         return f"code distance to the {self.k} nearest normal codes{unit}"
+
+
+# ----------------------------------------------------------------------------- ensemble
+
+
+@register
+class EnsembleScore(Score):
+    """The mean of its member scores, each standardized (z) on the normal validation images,
+    so that scores on different scales weigh alike. Members are score configs themselves,
+    e.g. a code-distance score beside a complexity-corrected error: what one misses, the
+    other may catch."""
+
+    name = "ensemble"
+    SETTINGS = ("members",)
+
+    def __init__(self, settings: Mapping):
+        super().__init__(settings)
+        members = list(self.settings.get("members") or [])
+        if not members or any(m.get("name") == self.name for m in members):
+            raise ConfigError("score.members: a list of one or more other scores' settings")
+        self.members = [build_score(dict(m)) for m in members]
+
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
+        self.standardize = []
+        for member in self.members:
+            member.fit(validation, context)
+            values = member(validation)
+            self.standardize.append((values.mean(), values.std() or 1.0))
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        if not hasattr(self, "standardize"):
+            raise RuntimeError("score=ensemble: fit() on validation images first")
+        z = [
+            (member(scored) - mean) / std
+            for member, (mean, std) in zip(self.members, self.standardize, strict=True)
+        ]
+        return np.mean(z, axis=0)
+
+    @property
+    def label(self) -> str:
+        return "ensemble (" + " + ".join(m.label for m in self.members) + ")"
+
+    def describe(self, error_name: str) -> str:
+        return "mean z of " + ", ".join(m.describe(error_name) for m in self.members)

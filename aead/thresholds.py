@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aead.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -48,7 +50,7 @@ def _check(scores: np.ndarray) -> np.ndarray:
 def fit_zscore(val_scores: np.ndarray, k: float = 3.0) -> Threshold:
     """Two-sided: mean +- k standard deviations of the validation scores."""
     if k <= 0:
-        raise ValueError(f"threshold.k must be positive, got {k}")
+        raise ConfigError(f"threshold.k must be positive, got {k}")
     scores = _check(val_scores)
     mean, std = float(scores.mean()), float(scores.std())
     return Threshold("zscore", mean - k * std, mean + k * std, mean=mean, std=std)
@@ -57,7 +59,7 @@ def fit_zscore(val_scores: np.ndarray, k: float = 3.0) -> Threshold:
 def fit_percentile(val_scores: np.ndarray, q: float = 99.9) -> Threshold:
     """One-sided: the q-th percentile of the validation scores is the upper bound."""
     if not 0 < q <= 100:
-        raise ValueError(f"threshold.q must be in (0, 100], got {q}")
+        raise ConfigError(f"threshold.q must be in (0, 100], got {q}")
     scores = _check(val_scores)
     return Threshold("percentile", None, float(np.percentile(scores, q)))
 
@@ -68,4 +70,4 @@ def fit_threshold(cfg, val_scores: np.ndarray) -> Threshold:
         return fit_zscore(val_scores, float(cfg.get("k", 3.0)))
     if cfg["name"] == "percentile":
         return fit_percentile(val_scores, float(cfg.get("q", 99.9)))
-    raise ValueError(f"unknown threshold '{cfg['name']}'; choose zscore or percentile")
+    raise ConfigError(f"unknown threshold '{cfg['name']}'; choose zscore or percentile")

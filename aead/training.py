@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from aead import lifecycle
 from aead.data import LabeledSet
+from aead.errors import ConfigError
 from aead.losses import get_loss
 from aead.models import build_model
 
@@ -121,7 +122,7 @@ def train_autoencoder(
 def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:
     """A supervised model needs labeled anomalies in *training*; never take them from test."""
     if labeled is None or len(np.unique(labeled.labels)) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"model=cnn is supervised and scenario '{scenario_name}' has no labeled anomalies "
             "in its training data. Give it some explicitly: scenario.labeled_anomalies=N "
             "(mnist_vs_fashion, fashion_vs_mnist: N anomaly-dataset training images) or "
@@ -177,7 +178,7 @@ def cross_validate_classifier(
     """Stratified K-fold: a fresh CNN per fold (early stopping on an inner validation split of
     the fold's training part), scored on the held-out fold: ROC-AUC and accuracy at p = 0.5."""
     if k < 2:
-        raise ValueError(f"trainer.kfold must be at least 2, got {k}")
+        raise ConfigError(f"trainer.kfold must be at least 2, got {k}")
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     results = []
     for fold, (train_idx, test_idx) in enumerate(folds.split(labeled.images, labeled.labels), 1):

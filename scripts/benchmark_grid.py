@@ -1,4 +1,4 @@
-"""Time the full comparison grid (`python -m aead.run -m +experiment=grid`) sequentially and
+"""Time the full comparison grid (`python -m aead.run -m experiment=grid`) sequentially and
 with parallel joblib jobs on this machine, and print the figures: wall time of each, their
 ratio, runs, how many trained vs reused a model, and the slowest jobs.
 
@@ -28,7 +28,7 @@ def run_grid(workdir: Path, launcher: list[str], overrides: list[str]) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    command = [sys.executable, "-m", "aead.run", "-m", "+experiment=grid", *launcher,
+    command = [sys.executable, "-m", "aead.run", "-m", "experiment=grid", *launcher,
                f"cache.dir={workdir / 'cache'}",
                f"hydra.sweep.dir={workdir / 'multirun' / time.strftime('grid-%Y%m%d-%H%M%S')}",
                *overrides]  # fmt: skip

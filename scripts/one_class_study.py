@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from aead.data import build_splits
 from aead.losses import score_images
 from aead.models import encoder_of
-from aead.scores import ComplexityScore, FitContext, LatentKnnScore, Scored
+from aead.scores import ComplexityScore, FitContext, Scored, build_score
 from aead.training import train_autoencoder
 
 MODELS = {
@@ -33,7 +33,7 @@ MODELS = {
     "deep_conv": {"name": "deep_conv", "architecture": "conv", "kind": "autoencoder",
                   "filters": [32, 64, 64, 64], "kernel_initializer": "he_normal"},
 }  # fmt: skip
-SCORES = ("mse", "bce", "ssim", "complexity", "cx_ssim", "knn1", "knn5", "knn5_l2")
+SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5_l2", "knn_cx", "knn_cx_ssim", "knn_ssim")
 
 
 def study_class(args, normal_class: int) -> dict[str, float]:
@@ -54,7 +54,7 @@ def study_class(args, normal_class: int) -> dict[str, float]:
     aucs = {}
     recon = model.predict(splits.x_test, batch_size=512, verbose=0)
     val_recon = model.predict(splits.x_val, batch_size=512, verbose=0)
-    for error in ("mse", "bce", "mae", "ssim"):
+    for error in ("mse", "ssim"):
         aucs[error] = roc_auc_score(splits.y_test, score_images(splits.x_test, recon, error))
     complexity = ComplexityScore({"compressor": "zlib", "combine": "max_z"})
     complexity.fit(val)
@@ -72,11 +72,20 @@ def study_class(args, normal_class: int) -> dict[str, float]:
             codes[key] = encoder.predict(images, 512, verbose=0)
         return codes[key]
 
-    for name, settings in (("knn1", {"k": 1}), ("knn5", {"k": 5}),
-                           ("knn5_l2", {"k": 5, "normalize": "l2"})):  # fmt: skip
-        knn = LatentKnnScore(settings)
-        knn.fit(val, FitContext(splits.x_train, encode))
-        aucs[name] = roc_auc_score(splits.y_test, knn(test))
+    knn = {"name": "latent_knn", "k": 5, "normalize": "l2"}
+    complexity = {"name": "complexity", "compressor": "zlib", "combine": "max_z"}
+    context = FitContext(splits.x_train, encode)
+    errors = {e: (score_images(splits.x_val, val_recon, e), score_images(splits.x_test, recon, e))
+              for e in (args.loss, "ssim")}  # fmt: skip
+    for name, settings, error in (
+        ("knn5_l2", knn, args.loss),
+        ("knn_cx", {"name": "ensemble", "members": [knn, complexity]}, args.loss),
+        ("knn_cx_ssim", {"name": "ensemble", "members": [knn, complexity]}, "ssim"),
+        ("knn_ssim", {"name": "ensemble", "members": [knn, {"name": "raw"}]}, "ssim"),
+    ):
+        score = build_score(settings)
+        score.fit(Scored(splits.x_val, errors[error][0]), context)
+        aucs[name] = roc_auc_score(splits.y_test, score(Scored(splits.x_test, errors[error][1])))
     return aucs
 
 

@@ -11,17 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from aead.data import DATA_ENV_VAR
 from aead.run import CONFIG_DIR
-
-REPO = Path(__file__).resolve().parent.parent
-
-# Small and fast: one epoch on a slice of real images.
-QUICK = [
-    "trainer.epochs=1",
-    "data.train_limit=600",
-    "data.test_limit=200",
-    "data.download=false",
-    "trainer.verbose=0",
-]
+from tests.helpers import QUICK, REPO
 
 
 def _data_dir() -> Path:

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from aead.pipeline import RunContext, run
-from tests.conftest import QUICK, REPO
+from tests.helpers import QUICK, REPO
 
 EXPECTED_METRICS = {
     "roc_auc",
@@ -92,12 +92,16 @@ def test_same_config_twice_gives_same_metrics(make_config, tmp_path):
         "loss.score=mae",
         "threshold=percentile",
         "tracking.log_model=false",
+        "cache.enabled=false",  # train twice: reusing the model would prove nothing
     )
-    first = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
-    second = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
-    for key in ("roc_auc", "average_precision", "threshold_upper", "val_loss", "f1"):
-        if key in first:
-            assert first[key] == second[key], key
+    runs = [run(cfg, RunContext(base_dir=str(tmp_path))) for _ in range(2)]
+    assert [r.model_source for r in runs] == ["trained", "trained"]
+    first, second = (r.metrics for r in runs)
+    for key in ("roc_auc", "average_precision", "threshold_upper", "f1", "mean_score_normal"):
+        assert first[key] == second[key], key
+    client = MlflowClient(runs[0].tracking_uri)
+    curves = [[m.value for m in client.get_metric_history(r.run_id, "val_loss")] for r in runs]
+    assert len(curves[0]) == 1 and curves[0] == curves[1]  # one epoch, same validation loss
     assert "threshold_lower" not in first  # the percentile threshold is one-sided
 
 

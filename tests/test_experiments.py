@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from aead.pipeline import RunContext, run
 from aead.run import CONFIG_DIR
 from aead.training import class_weights
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_zero",
          "dense_mae_noise"]  # fmt: skip
@@ -25,40 +25,40 @@ def test_every_experiment_file_is_listed_in_the_readme():
     assert names == sorted([*NAMED, "grid", "hard_direction", "one_class_benchmark"])
     readme = (REPO / "README.md").read_text()
     for name in names:
-        assert f"+experiment={name}" in readme
+        assert f"experiment={name}" in readme
 
 
 def test_experiments_set_the_original_hyperparameters(make_config):
-    cfg = make_config("+experiment=conv_bce_mnist", quick=False)
+    cfg = make_config("experiment=conv_bce_mnist", quick=False)
     assert (cfg.model.name, cfg.loss.name, cfg.scenario.name) == ("conv", "bce", "mnist_vs_fashion")
     assert (cfg.trainer.batch_size, cfg.trainer.epochs, cfg.threshold.k) == (60, 50, 3.0)
-    cfg = make_config("+experiment=dense_mae_noise", quick=False)
+    cfg = make_config("experiment=dense_mae_noise", quick=False)
     assert list(cfg.model.units) == [200, 100, 50, 25]
     assert (cfg.loss.name, cfg.loss.score, cfg.trainer.epochs, cfg.trainer.batch_size) == (
         "mse", "mae", 40, 256)  # fmt: skip
-    cfg = make_config("+experiment=contaminated_mse", quick=False)
+    cfg = make_config("experiment=contaminated_mse", quick=False)
     assert (cfg.threshold.name, cfg.threshold.q, cfg.scenario.fraction) == (
         "percentile",
         99.9,
         0.01,
     )
     # other overrides still apply on top
-    assert make_config("+experiment=conv_bce_mnist", "trainer.epochs=1").trainer.epochs == 1
+    assert make_config("experiment=conv_bce_mnist", "trainer.epochs=1").trainer.epochs == 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["+experiment=conv_bce_mnist"],
-        ["+experiment=conv_ssim_fashion"],
-        ["+experiment=contaminated_mse"],
-        ["+experiment=one_class_zero"],
-        ["+experiment=one_class_zero", "model=deep_conv"],
-        ["+experiment=one_class_zero", "model=cnn"],
-        ["+experiment=dense_mae_noise"],
-        ["+experiment=grid", "+detector=cnn", "scenario=fashion_vs_mnist"],
-        ["+experiment=hard_direction", "score=complexity", "scenario=fashion_vs_mnist"],
+        ["experiment=conv_bce_mnist"],
+        ["experiment=conv_ssim_fashion"],
+        ["experiment=contaminated_mse"],
+        ["experiment=one_class_zero"],
+        ["experiment=one_class_zero", "model=deep_conv"],
+        ["experiment=one_class_zero", "model=cnn"],
+        ["experiment=dense_mae_noise"],
+        ["experiment=grid", "+detector=cnn", "scenario=fashion_vs_mnist"],
+        ["experiment=hard_direction", "score=complexity", "scenario=fashion_vs_mnist"],
     ],
     ids=lambda o: " ".join(o),
 )
@@ -82,7 +82,7 @@ def test_named_experiment_runs_for_one_epoch(make_config, tmp_path, overrides):
 
 def test_grid_sweeps_every_combination(make_config):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", ["+experiment=grid"], return_hydra_config=True)
+        cfg = compose("config", ["experiment=grid"], return_hydra_config=True)
     axes = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
     assert len(list(itertools.product(*axes.values()))) == 7 * 2 * 2 * 3
     cells = {Path(CONFIG_DIR, "detector", f"{c}.yaml").read_text() for c in axes["+detector"]}
@@ -146,7 +146,7 @@ def test_damaged_cache_entry_is_retrained(make_config, tmp_path, damage):
 
 @pytest.mark.slow
 def test_kfold_logs_k_fold_results(make_config, tmp_path):
-    cfg = make_config("+experiment=one_class_zero", "model=cnn", "trainer.kfold=3",
+    cfg = make_config("experiment=one_class_zero", "model=cnn", "trainer.kfold=3",
                       "tracking.log_model=false")  # fmt: skip
     result = run(cfg, RunContext(base_dir=str(tmp_path)))
     client = MlflowClient(result.tracking_uri)
@@ -164,7 +164,7 @@ def test_kfold_logs_k_fold_results(make_config, tmp_path):
 def test_deep_conv_learns_digit_zero(make_config, tmp_path):
     """A quality floor: the deep conv AE must leave the constant-output plateau (it did not
     with Keras' default initialisation) and rank other digits above 0s."""
-    cfg = make_config("+experiment=one_class_zero", "model=deep_conv", "trainer.epochs=6",
+    cfg = make_config("experiment=one_class_zero", "model=deep_conv", "trainer.epochs=6",
                       "data.test_limit=1000", "tracking.log_model=false", quick=False)  # fmt: skip
     metrics = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
     assert metrics["roc_auc"] > 0.8

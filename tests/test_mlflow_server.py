@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, REPO
+from tests.helpers import QUICK, REPO
 
 
 def _free_port() -> int:
@@ -63,7 +63,16 @@ def mlflow_server(tmp_path):
             server.kill()
             server.wait()
         log.close()
-    assert server.returncode is not None  # stopped
+    # stopped for real: its workers no longer answer on the port either
+    deadline = time.monotonic() + 20
+    while _listening(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _listening(port), f"mlflow server still listening on port {port}"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 SECRET = "s3cret-pw"

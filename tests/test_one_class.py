@@ -16,13 +16,13 @@ from hydra import compose, initialize_config_dir
 from aead import one_class
 from aead.report import main as report_main
 from aead.run import CONFIG_DIR
-from tests.conftest import QUICK, REPO
+from tests.helpers import QUICK, REPO
 
 
 def _sweep_axes(*overrides: str) -> dict[str, list[str]]:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
-            "config", ["+experiment=one_class_benchmark", *overrides], return_hydra_config=True
+            "config", ["experiment=one_class_benchmark", *overrides], return_hydra_config=True
         )
     return cfg, {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
 
@@ -32,12 +32,20 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
     assert axes["scenario.dataset"] == "mnist,fashion_mnist"
     assert axes["scenario.normal_class"] == "range(0,10)"
     assert axes["seed"] == "0,1,2"
-    assert "raw" in axes["score"] and "complexity" in axes["score"]
     assert (cfg.scenario.name, cfg.scenario.train_anomaly_fraction) == ("one_class", 0.0)
-    assert cfg.model.kind == "autoencoder"  # no labels: every swept model is an autoencoder
-    for model in axes["model"].split(","):
+    detectors = {}
+    for cell in axes["+detector"].split(","):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            assert compose("config", [f"model={model}"]).model.kind == "autoencoder"
+            composed = compose("config", ["experiment=one_class_benchmark", f"+detector={cell}"])
+        assert composed.model.kind == "autoencoder"  # no labels: autoencoders only
+        assert composed.scenario.name == "one_class" and composed.trainer.epochs == 20
+        detectors[cell] = (composed.model.name, composed.loss.name, composed.score.name)
+    assert detectors == {
+        "conv_bce_raw": ("conv", "bce", "raw"),
+        "conv_bce_latent_knn": ("conv", "bce", "latent_knn"),
+        "dense_mse_raw": ("dense", "mse", "raw"),
+        "dense_mse_complexity": ("dense", "mse", "complexity"),
+    }
 
 
 def _fake_runs() -> pd.DataFrame:
@@ -103,8 +111,9 @@ def test_a_sweep_without_normal_class_variation_is_not_a_benchmark():
 def test_two_class_slice_runs_and_reports_the_logged_values(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     command = [
-        sys.executable, "-m", "aead.run", "-m", "+experiment=one_class_benchmark",
-        "scenario.dataset=mnist", "scenario.normal_class=0,1", "model=dense", "seed=0",
+        sys.executable, "-m", "aead.run", "-m", "experiment=one_class_benchmark",
+        "scenario.dataset=mnist", "scenario.normal_class=0,1", "seed=0",
+        "+detector=dense_mse_raw,dense_mse_complexity",
         *QUICK, f"cache.dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}

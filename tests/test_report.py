@@ -16,7 +16,7 @@ from aead.pipeline import RunContext, run
 from aead.report import main as report_main
 from aead.run import CONFIG_DIR
 from aead.sweep_report import write_report
-from tests.conftest import QUICK
+from tests.helpers import QUICK
 
 SWEEP = "sweep-test"
 

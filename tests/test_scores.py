@@ -26,7 +26,8 @@ def test_every_config_option_is_registered():
     from aead.run import CONFIG_DIR
 
     names = sorted(p.stem for p in (__import__("pathlib").Path(CONFIG_DIR) / "score").glob("*"))
-    assert names == sorted(SCORES) == ["background", "complexity", "latent_knn", "raw"]
+    assert names == sorted(SCORES)
+    assert names == ["background", "complexity", "ensemble", "latent_knn", "raw"]
 
 
 def test_raw_is_the_error_itself():
@@ -106,6 +107,29 @@ def test_encoder_ends_at_the_bottleneck(model, code_shape):
     assert encoder.predict(_textured(), verbose=0).shape == (1, *code_shape)
 
 
+def test_ensemble_is_the_mean_of_validation_standardized_members():
+    images = np.concatenate([_textured(s) for s in range(4)])
+    validation = Scored(images, np.array([1.0, 2.0, 3.0, 4.0]))  # raw: mean 2.5, std 1.118
+    score = build_score({"name": "ensemble", "members": [{"name": "raw"}, {"name": "raw"}]})
+    score.fit(validation)
+    test = Scored(images[:2], np.array([2.5, 2.5 + 2 * np.std([1, 2, 3, 4])]))
+    np.testing.assert_allclose(score(test), [0.0, 2.0])  # z of each member, averaged
+    # members on different scales weigh alike: a member scaled by 1000 changes nothing
+    scaled = build_score(
+        {
+            "name": "ensemble",
+            "members": [{"name": "raw"}, {"name": "complexity", "combine": "ratio"}],
+        }
+    )
+    scaled.fit(validation)
+    z = scaled(test)
+    validation_1000 = Scored(images, validation.errors * 1000)
+    scaled.fit(validation_1000)
+    np.testing.assert_allclose(scaled(Scored(test.images, test.errors * 1000)), z)
+    with pytest.raises(ValueError, match="score.members"):
+        build_score({"name": "ensemble", "members": []})
+
+
 def test_perturbation_is_seeded_and_in_range():
     images = _textured()
     a, b = perturb_pixels(images, 0.2, seed=1), perturb_pixels(images, 0.2, seed=1)
@@ -132,7 +156,7 @@ def test_bad_score_settings_say_what_is_accepted(settings, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("score", ["raw", "complexity", "background", "latent_knn"])
+@pytest.mark.parametrize("score", ["raw", "complexity", "background", "latent_knn", "ensemble"])
 def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
     cfg = make_config("model=dense", "loss=mse", f"score={score}", "tracking.log_model=false")
     result = run(cfg, RunContext(base_dir=str(tmp_path)))

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import QUICK, REPO
+from tests.helpers import QUICK, REPO
 
 
 def _aead(tmp_path: Path, *overrides: str, multirun: bool = True, env=None, **popen):

@@ -1,0 +1,77 @@
+"""The command line speaks clearly: configuration errors are one line and exit 2, --help and
+the report do not import TensorFlow, TensorFlow's start-up noise is silenced by default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import QUICK, REPO
+
+
+def _aead(*args: str, env=None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "aead.run", *args], cwd=REPO, env={**environment, **(env or {})},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("model=nope", "model=nope: no such option; choose one of cnn, conv, deep_conv, dense"),
+        ("trainer.epoch=3", "trainer.epoch: no such setting; trainer takes batch_size, epochs,"),
+        ("loss=bce,", "could not parse the overrides"),
+    ],
+)
+def test_a_bad_override_is_one_line_and_exit_2(override, line):
+    done = _aead(override)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        next(x for x in done.stderr.splitlines() if x.startswith("[aead] configuration error"))
+    ]
+    assert line in done.stderr and "Traceback" not in done.stderr
+
+
+def test_full_error_still_gives_the_traceback():
+    done = _aead("model=nope", env={"HYDRA_FULL_ERROR": "1"})
+    assert done.returncode == 1 and "Traceback" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["aead.run", "aead.report"])
+def test_help_starts_without_tensorflow(module):
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    assert "aead" in imported  # the import log is read right
+    assert not {"tensorflow", "keras"} & imported
+
+
+def test_an_out_of_range_value_is_a_configuration_error(tmp_path):
+    store = f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"
+    done = _aead(
+        "scenario=one_class", "scenario.normal_class=12", store, f"hydra.run.dir={tmp_path}"
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "[aead] configuration error: scenario.normal_class must be 0..9, got 12"
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_noise_is_silenced_unless_asked_for(tmp_path):
+    store = f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"
+    args = ["model=dense", *QUICK, "tracking.log_model=false", "cache.enabled=false", store,
+            f"hydra.run.dir={tmp_path / 'r'}"]  # fmt: skip
+    quiet = _aead(*args)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "[aead] run dense-bce" in quiet.stdout
+    assert "oneDNN" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr
+    loud = _aead(*args, env={"AEAD_TF_LOGS": "1"})
+    assert loud.returncode == 0 and "absl::InitializeLog" in loud.stderr
