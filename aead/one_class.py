@@ -39,6 +39,8 @@ def detector_label(values: dict[str, str]) -> str:
     """'model=conv loss=mse score=latent_knn' from {'params.model.name': 'conv', ...}."""
     parts = []
     for column, value in values.items():
+        if value in (None, "None", "nan", "null"):  # a setting this detector does not have
+            continue
         name = column.removeprefix("params.").removesuffix(".name")
         parts.append(f"{name}={value}")
     return " ".join(parts) or "detector"

@@ -336,6 +336,18 @@ def _log_artifacts(
     )
 
 
+def _log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:
+    """The run's training, validation and test data in MLflow's dataset panel (lineage)."""
+    source = splits.description.get("source", "unknown")
+    normal = splits.description.get("normal", cfg.scenario.name)
+    for context, images, labels, what in (
+        ("training", splits.x_train, None, f"{normal}, training split"),
+        ("validation", splits.x_val, None, f"{normal}, validation split"),
+        ("test", splits.x_test, splits.y_test, f"{cfg.scenario.name} test set (label 1 = anomaly)"),
+    ):
+        tracker.log_dataset(images, labels, what, source, context)
+
+
 def _cache(cfg: DictConfig, context: RunContext) -> ModelCache | None:
     settings = cfg.get("cache") or {}
     if not settings.get("enabled", True):
@@ -385,6 +397,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
         lifecycle.set_stage("logging")
         tracker.set_tags({f"data.{k}": v for k, v in splits.description.items()})
+        _log_datasets(tracker, cfg, splits)
         tracker.log_metrics(
             {
                 "n_train": len(splits.x_train),

@@ -237,6 +237,28 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         retrying(mlflow.set_tags, {k: redact(str(v)) for k, v in tags.items()})
 
+    def log_dataset(self, images, labels, name: str, source: str, context: str) -> str:
+        """Records data the run used (mlflow.log_input): name, source, number of images and
+        aead's SHA-256 of the arrays (MLflow keeps 32 hex digits as the digest; the input tag
+        `sha256` holds all 64). Only metadata is stored, never the images."""
+        import hashlib
+
+        import numpy as np
+
+        digest = hashlib.sha256()
+        for array in (images, labels):
+            if array is not None:
+                array = np.ascontiguousarray(array)
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(array.tobytes())
+        sha256 = digest.hexdigest()
+        dataset = mlflow.data.from_numpy(
+            images, source=redact(source), targets=labels, name=name, digest=sha256[:32]
+        )
+        tags = {"sha256": sha256, "n_images": str(len(images))}
+        retrying(mlflow.log_input, dataset, context=context, tags=tags)
+        return sha256
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         retrying(mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 

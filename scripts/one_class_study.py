@@ -33,7 +33,7 @@ MODELS = {
     "deep_conv": {"name": "deep_conv", "architecture": "conv", "kind": "autoencoder",
                   "filters": [32, 64, 64, 64], "kernel_initializer": "he_normal"},
 }  # fmt: skip
-SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5_l2", "knn_cx", "knn_cx_ssim", "knn_ssim")
+SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5", "knn5_l2", "knn_cx", "knn_cx_ssim")
 
 
 def study_class(args, normal_class: int) -> dict[str, float]:
@@ -78,10 +78,10 @@ def study_class(args, normal_class: int) -> dict[str, float]:
     errors = {e: (score_images(splits.x_val, val_recon, e), score_images(splits.x_test, recon, e))
               for e in (args.loss, "ssim")}  # fmt: skip
     for name, settings, error in (
+        ("knn5", {**knn, "normalize": "none"}, args.loss),
         ("knn5_l2", knn, args.loss),
         ("knn_cx", {"name": "ensemble", "members": [knn, complexity]}, args.loss),
         ("knn_cx_ssim", {"name": "ensemble", "members": [knn, complexity]}, "ssim"),
-        ("knn_ssim", {"name": "ensemble", "members": [knn, {"name": "raw"}]}, "ssim"),
     ):
         score = build_score(settings)
         score.fit(Scored(splits.x_val, errors[error][0]), context)

@@ -79,6 +79,19 @@ def test_one_epoch_run_logs_everything(make_config, tmp_path, model):
     history = client.get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in history] == [1]
 
+    # data lineage: the training, validation and test data, with aead's SHA-256 of the arrays
+    inputs = {
+        {t.key: t.value for t in d.tags}["mlflow.data.context"]: d
+        for d in logged.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training", "validation", "test"}
+    sizes = {c: int({t.key: t.value for t in d.tags}["n_images"]) for c, d in inputs.items()}
+    assert sizes == {"training": 540, "validation": 60, "test": 400}
+    test_set = inputs["test"]
+    sha = {t.key: t.value for t in test_set.tags}["sha256"]
+    assert len(sha) == 64 and test_set.dataset.digest == sha[:32]
+    assert "mnist" in test_set.dataset.source  # where the images were read
+
     assert EXPECTED_ARTIFACTS <= _artifact_paths(client, result.run_id)
     reloaded = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
     assert reloaded.output_shape == (None, 28, 28, 1)

@@ -39,12 +39,15 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
             composed = compose("config", ["experiment=one_class_benchmark", f"+detector={cell}"])
         assert composed.model.kind == "autoencoder"  # no labels: autoencoders only
         assert composed.scenario.name == "one_class" and composed.trainer.epochs == 20
-        detectors[cell] = (composed.model.name, composed.loss.name, composed.score.name)
+        score = composed.score
+        detectors[cell] = (composed.model.name, composed.loss.name, score.name,
+                           score.get("normalize"))  # fmt: skip
     assert detectors == {
-        "conv_bce_raw": ("conv", "bce", "raw"),
-        "conv_bce_latent_knn": ("conv", "bce", "latent_knn"),
-        "dense_mse_raw": ("dense", "mse", "raw"),
-        "dense_mse_complexity": ("dense", "mse", "complexity"),
+        "conv_mse_raw": ("conv", "mse", "raw", None),
+        "conv_mse_latent_knn": ("conv", "mse", "latent_knn", "l2"),
+        "conv_mse_latent_knn_unscaled": ("conv", "mse", "latent_knn", "none"),
+        "dense_mse_raw": ("dense", "mse", "raw", None),
+        "dense_mse_complexity": ("dense", "mse", "complexity", None),
     }
 
 
