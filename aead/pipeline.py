@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from aead.training import (
 
 N_RECONSTRUCTIONS = 8
 MAX_OUTLIERS_SHOWN = 32
+
+log = logging.getLogger("aead")
 
 
 @dataclass
@@ -197,16 +200,16 @@ def train_or_reuse(cache: ModelCache | None, key: str, fields: dict, train, trac
     Jobs running side by side that need the same key: one trains, the others wait, reuse."""
 
     def announce_wait():
-        print(f"[aead] waiting for another job training this model ({key[:12]})", flush=True)
+        log.info("waiting for another job training this model (%s)", key[:12])
 
     lock = cache.training_lock(key, on_wait=announce_wait) if cache else contextlib.nullcontext()
     with lock:
         cached, reason = cache.load(key) if cache else (None, "cache disabled")
         if cached is not None:
-            print(f"[aead] reusing the model trained by run {cached.trained_by_run}", flush=True)
+            log.info("reusing the model trained by run %s", cached.trained_by_run)
             return cached.model, cached.history, "reused", cached.trained_by_run, reason
         if cache and reason != "not cached yet":
-            print(f"[aead] {reason}: retraining", flush=True)
+            log.info("%s: retraining", reason)
         model, history = train()
         if cache:
             cache.store(key, fields, model, history, tracker.run_id)
@@ -225,7 +228,7 @@ def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache)
         key, fields = training_key(
             _container(cfg.model), cfg.loss.name, trainer, cfg.seed, (x_train, x_val)
         )
-        print("[aead] background model for score=background:", flush=True)
+        log.info("background model for score=background:")
 
         def train():
             return train_autoencoder(_container(cfg.model), cfg.loss.name, trainer, x_train, x_val)
@@ -372,11 +375,10 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     if context.sweep_id:
         done = finished_job_run(tracking_uri, cfg.experiment_name, context.sweep_id, job_hash)
         if done is not None:
-            print(
-                f"[aead] job {context.job_num} ({run_name}) already FINISHED in sweep "
-                f"{context.sweep_id} as run {done['run_id']}: skipped",
-                flush=True,
-            )
+            log.info(
+                "job %s (%s) already FINISHED in sweep %s as run %s: skipped",
+                context.job_num, run_name, context.sweep_id, done["run_id"],
+            )  # fmt: skip
             return RunResult(done["run_id"], tracking_uri, done["metrics"], "skipped")
     tags = {
         "aead.model": cfg.model.name,
@@ -465,8 +467,8 @@ def _print_summary(run_name: str, tracker: Tracker, metrics: dict, source: str) 
     keys += [k for k in ("threshold_lower", "threshold_upper") if k in metrics]
     keys += [k for k in ("n_outliers", "planted_flagged", "kfold_roc_auc_mean") if k in metrics]
     keys += [k for k in ("kfold_accuracy_mean",) if k in metrics]
-    lines = [f"[aead] run {run_name} ({tracker.run_id}) finished; model {source}"]
+    lines = [f"run {run_name} ({tracker.run_id}) finished; model {source}"]
     lines += [f"    {k:<20} {metrics[k]:.4f}" for k in keys if k in metrics]
     lines.append(f"    open it: {ui_command(tracker.tracking_uri)}")
     lines.append(f"    then:    {tracker.run_url()}")
-    print("\n".join(lines), flush=True)
+    log.info("\n".join(lines))

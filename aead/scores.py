@@ -265,7 +265,7 @@ class LatentKnnScore(Score):
         self.k = int(self.settings.get("k", 5))
         if self.k < 1:
             raise ConfigError(f"score.k must be a positive number, got {self.k}")
-        self.normalize = self.settings.get("normalize", "none")
+        self.normalize = self.settings.get("normalize", "l2")
         if self.normalize not in self.NORMALIZE:
             raise ConfigError(
                 f"unknown score.normalize '{self.normalize}'; choose one of {list(self.NORMALIZE)}"
@@ -292,6 +292,10 @@ class LatentKnnScore(Score):
             raise RuntimeError("score=latent_knn: fit() on the training codes first")
         distances, _ = self.neighbours.kneighbors(self._codes(scored.images))
         return distances.mean(axis=1)
+
+    @property
+    def run_name_part(self) -> str:
+        return "-latent_knn" + ("" if self.normalize == "l2" else f"-{self.normalize}")
 
     @property
     def label(self) -> str:

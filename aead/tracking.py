@@ -14,6 +14,7 @@ import os
 import socket
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -252,9 +253,11 @@ class Tracker:
                 digest.update(f"{array.dtype}{array.shape}".encode())
                 digest.update(array.tobytes())
         sha256 = digest.hexdigest()
-        dataset = mlflow.data.from_numpy(
-            images, source=redact(source), targets=labels, name=name, digest=sha256[:32]
-        )
+        with warnings.catch_warnings():  # MLflow registers two equal sources for local paths
+            warnings.filterwarnings("ignore", message="The specified dataset source")
+            dataset = mlflow.data.from_numpy(
+                images, source=redact(source), targets=labels, name=name, digest=sha256[:32]
+            )
         tags = {"sha256": sha256, "n_images": str(len(images))}
         retrying(mlflow.log_input, dataset, context=context, tags=tags)
         return sha256

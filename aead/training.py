@@ -3,8 +3,10 @@ early stopping, optional K-fold cross-validation). Keras only; logging goes thro
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import time
 from collections.abc import Mapping
 
 import keras
@@ -18,6 +20,8 @@ from aead.errors import ConfigError
 from aead.losses import get_loss
 from aead.models import build_model
 
+log = logging.getLogger("aead")
+
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """w_c = N / (2 * N_c): each class weighs as much in total as the other."""
@@ -30,8 +34,26 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 def _verbosity(setting) -> int:
     if setting in (None, "auto"):
-        return 1 if sys.stdout.isatty() else 2  # a bar on a terminal, one line per epoch in logs
+        # a bar on a terminal; elsewhere EpochProgress's logged line per epoch is the progress
+        return 1 if sys.stdout.isatty() else 0
     return int(setting)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One logged line per epoch ("epoch 3/20: loss 0.0141, val_loss 0.0140 (1.2 s)"), so that
+    Hydra's job log files hold the progress too."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
+        seconds = time.monotonic() - getattr(self, "started", time.monotonic())
+        log.info("epoch %d/%d: %s (%.1f s)", epoch + 1, self.epochs, values, seconds)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -81,7 +103,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 def _callbacks(trainer: Mapping, extra: list) -> list:
     # the monitor first: a diverged epoch must not reach the epoch logger or early stopping
-    callbacks = [TrainingMonitor(), *extra]
+    callbacks = [TrainingMonitor(), *extra, EpochProgress(int(trainer["epochs"]))]
     if trainer.get("patience"):
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -101,11 +123,10 @@ def train_autoencoder(
     model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     model = _compile(build_model(model_cfg), trainer, get_loss(loss_name))
-    print(
-        f"[aead] training {model.name} ({model.count_params():,} parameters) with {loss_name} "
-        f"on {len(x_train):,} images, validating on {len(x_val):,}",
-        flush=True,
-    )
+    log.info(
+        "training %s (%s parameters) with %s on %s images, validating on %s",
+        model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
+    )  # fmt: skip
     history = model.fit(
         x_train,
         x_train,
@@ -148,12 +169,11 @@ def train_classifier(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     weights = class_weights(y_tr)
     model = _compile(build_model(model_cfg), trainer, "binary_crossentropy")
-    print(
-        f"[aead] training {model.name} ({model.count_params():,} parameters) on {len(x_tr):,} "
-        f"labeled images ({int(y_tr.sum())} anomalies), class weights "
-        f"{ {c: round(w, 3) for c, w in weights.items()} }",
-        flush=True,
-    )
+    log.info(
+        "training %s (%s parameters) on %s labeled images (%d anomalies), class weights %s",
+        model.name, f"{model.count_params():,}", f"{len(x_tr):,}", int(y_tr.sum()),
+        {c: round(w, 3) for c, w in weights.items()},
+    )  # fmt: skip
     history = model.fit(
         x_tr,
         y_tr.astype("float32"),
@@ -182,7 +202,7 @@ def cross_validate_classifier(
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     results = []
     for fold, (train_idx, test_idx) in enumerate(folds.split(labeled.images, labeled.labels), 1):
-        print(f"[aead] fold {fold}/{k}", flush=True)
+        log.info("fold %d/%d", fold, k)
         part = LabeledSet(labeled.images[train_idx], labeled.labels[train_idx])
         model, _ = train_classifier(
             model_cfg, trainer, *classifier_split(part, val_fraction, seed + fold)

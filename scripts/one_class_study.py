@@ -2,13 +2,18 @@
 (normal = that class of the full training split) and prints, per class, the ROC-AUC on the
 full test split of several scores of the same model, then their means over the classes.
 
-    python scripts/one_class_study.py [--dataset mnist] [--model dense] [--loss mse]
-                                      [--epochs 10] [--classes 0 1 ...] [--seed 0]
+    python scripts/one_class_study.py [--dataset mnist|fashion_mnist] [--model dense|conv|deep_conv]
+        [--loss mse] [--epochs 10] [--batch-size 64] [--classes 0 1 ...] [--seed 0]
+        [--units ...] [--filters ...]
 
-Scores: the raw reconstruction errors (mse, bce), the complexity-corrected error
-(score=complexity, max_z, zlib), and the distance of the image's code (the autoencoder's
-bottleneck) to its k nearest training codes (score=latent_knn). A study, not a test: it prints
-figures for choosing the benchmark's detectors.
+Columns: the raw errors `mse` and `ssim` (1 - SSIM) of the trained model; `complexity`: the
+training loss's error corrected by the image's complexity (score=complexity: zlib, max_z);
+`cx_ssim`: the same on the 1 - SSIM error; `knn5`: the mean distance of the image's code (the
+bottleneck) to its 5 nearest normal training codes (score=latent_knn normalize=none);
+`knn5_l2`: the same with unit-length codes (score=latent_knn); `knn_cx`, `knn_cx_ssim`: the
+validation-standardized mean of knn5_l2 and complexity / cx_ssim (score=ensemble). One seed;
+the full training split of the class (10% held out for validation), the full test split.
+A study, not a test: it prints figures for choosing the benchmark's detectors.
 """
 
 from __future__ import annotations

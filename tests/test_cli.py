@@ -73,5 +73,9 @@ def test_tensorflow_start_up_noise_is_silenced_unless_asked_for(tmp_path):
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "[aead] run dense-bce" in quiet.stdout
     assert "oneDNN" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr
+    # aead's lines go through logging: the job's own log file holds them, progress included
+    job_log = (tmp_path / "r" / "run.log").read_text()
+    assert "[aead][INFO] - epoch 1/1: loss" in job_log
+    assert "finished; model trained" in job_log and "[aead] epoch 1/1: loss" in quiet.stdout
     loud = _aead(*args, env={"AEAD_TF_LOGS": "1"})
     assert loud.returncode == 0 and "absl::InitializeLog" in loud.stderr

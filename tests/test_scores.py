@@ -77,7 +77,7 @@ def test_latent_knn_is_the_mean_distance_to_the_nearest_training_codes():
     def encoder(images):
         return np.stack([images[:, 0, 0, 0], np.zeros(len(images))], axis=1)
 
-    score = build_score({"name": "latent_knn", "k": 2})
+    score = build_score({"name": "latent_knn", "k": 2, "normalize": "none"})
     score.fit(Scored(train[:1], np.zeros(1)), FitContext(train_images=train, encoder=encoder))
     query = np.zeros((2, 28, 28, 1), np.float32)
     query[:, 0, 0, 0] = [1.0, 6.0]
