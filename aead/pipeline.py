@@ -130,6 +130,23 @@ def configure_threads(threads: int) -> None:
             pass  # already initialized by an earlier job in this process
 
 
+def device_tags() -> dict[str, str]:
+    """Where this run computes: the GPU TensorFlow sees (else the CPU) and TensorFlow's build."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"GPU ({details.get('device_name', gpus[0].name)})"
+        device += f" + {len(gpus) - 1} more" if len(gpus) > 1 else ""
+    else:
+        device = f"CPU ({os.cpu_count()} cores)"
+    build = tf.sysconfig.get_build_info()
+    if build.get("is_cuda_build"):
+        kind = f"CUDA {build.get('cuda_version', '?')}, cuDNN {build.get('cudnn_version', '?')}"
+    else:
+        kind = "no CUDA"
+    return {"aead.device": device, "aead.tensorflow": f"{tf.__version__} ({kind})"}
+
+
 def seed_everything(seed: int) -> None:
     """Same config, same numbers: seeds Python, NumPy and TF, and makes TF ops deterministic."""
     keras.utils.set_random_seed(int(seed))
@@ -385,6 +402,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         "aead.scenario": cfg.scenario.name,
         "aead.config_hash": job_hash,
         "aead.tf_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
+        **device_tags(),
     }
     if context.sweep_id:
         tags["sweep_id"] = context.sweep_id

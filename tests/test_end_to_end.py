@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from aead.pipeline import RunContext, run
@@ -78,6 +79,13 @@ def test_one_epoch_run_logs_everything(make_config, tmp_path, model):
 
     history = client.get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in history] == [1]
+
+    # where it computed: the device and TensorFlow's build
+    tags = logged.data.tags
+    assert tags["aead.device"].startswith(("CPU (", "GPU ("))
+    assert tags["aead.tensorflow"].startswith(tf.__version__)
+    cuda_build = bool(tf.sysconfig.get_build_info()["is_cuda_build"])
+    assert ("(CUDA" in tags["aead.tensorflow"]) == cuda_build
 
     # data lineage: the training, validation and test data, with aead's SHA-256 of the arrays
     inputs = {
