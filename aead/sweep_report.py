@@ -179,7 +179,9 @@ def _config_label(run: pd.Series, columns: list[str]) -> str:
 
 def _variant_label(row: pd.Series, variants: list[str]) -> str:
     names = [c.removeprefix("params.") for c in variants if c != SCENARIO]
-    return " ".join(f"{n}={row[n]}" for n in names) or "(single variant)"
+    # a setting the variant does not have (score.normalize of score=raw) is left out
+    present = [n for n in names if not (isinstance(row[n], float) and math.isnan(row[n]))]
+    return " ".join(f"{n}={row[n]}" for n in present) or "(single variant)"
 
 
 def _fmt(value: float, std: float | None = None, digits: int = 4) -> str:
