@@ -142,3 +142,5 @@ def test_two_class_slice_runs_and_reports_the_logged_values(tmp_path):
     assert "## One-class benchmark" in markdown and "### mnist" in markdown
     assert "ESAD (published)" in markdown and "| mean (2 classes) |" in markdown
     assert "Deep One-Class Classification" in markdown  # the citations
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<table id='one-class-mnist'>" in page and "ESAD (published)" in page
