@@ -82,6 +82,21 @@ def build_model(cfg: Mapping) -> keras.Model:
         ) from None
 
 
+def model_settings(name: str) -> dict:
+    """The settings of conf/model/<name>.yaml, for code that builds models outside Hydra
+    (the study scripts): one definition of each model."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from aead.run import CONFIG_DIR
+
+    path = Path(CONFIG_DIR) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no model config {path}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
 def encoder_of(autoencoder: keras.Model) -> keras.Model:
     """The autoencoder's encoder: its input up to the bottleneck, the layer with the fewest
     output values (the first such layer, i.e. the encoder's side of it)."""

@@ -35,11 +35,16 @@ def detector_columns(variants: list[str]) -> list[str]:
     return [c for c in variants if not c.startswith("params.scenario.")]
 
 
+def is_unset(value) -> bool:
+    """A setting a run does not have (score.normalize of score=raw): NaN in a runs table."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == "nan"
+
+
 def detector_label(values: dict[str, str]) -> str:
     """'model=conv loss=mse score=latent_knn' from {'params.model.name': 'conv', ...}."""
     parts = []
     for column, value in values.items():
-        if value in (None, "None", "nan", "null"):  # a setting this detector does not have
+        if is_unset(value):
             continue
         name = column.removeprefix("params.").removesuffix(".name")
         parts.append(f"{name}={value}")
@@ -56,7 +61,7 @@ def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     if DATASET not in done:
         done[DATASET] = "dataset"
     done["_detector"] = [
-        detector_label({c: str(row[c]) for c in detectors}) for _, row in done.iterrows()
+        detector_label({c: row[c] for c in detectors}) for _, row in done.iterrows()
     ]
     done["_class"] = done[NORMAL_CLASS].astype(int)
     rows = []

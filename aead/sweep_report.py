@@ -180,7 +180,7 @@ def _config_label(run: pd.Series, columns: list[str]) -> str:
 def _variant_label(row: pd.Series, variants: list[str]) -> str:
     names = [c.removeprefix("params.") for c in variants if c != SCENARIO]
     # a setting the variant does not have (score.normalize of score=raw) is left out
-    present = [n for n in names if not (isinstance(row[n], float) and math.isnan(row[n]))]
+    present = [n for n in names if not one_class.is_unset(row[n])]
     return " ".join(f"{n}={row[n]}" for n in present) or "(single variant)"
 
 

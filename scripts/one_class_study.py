@@ -27,17 +27,11 @@ from sklearn.metrics import roc_auc_score
 
 from aead.data import build_splits
 from aead.losses import score_images
-from aead.models import encoder_of
+from aead.models import encoder_of, model_settings
 from aead.scores import ComplexityScore, FitContext, Scored, build_score
 from aead.training import train_autoencoder
 
-MODELS = {
-    "dense": {"name": "dense", "architecture": "dense", "kind": "autoencoder",
-              "units": [200, 100, 50, 25]},
-    "conv": {"name": "conv", "architecture": "conv", "kind": "autoencoder", "filters": [16, 8, 8]},
-    "deep_conv": {"name": "deep_conv", "architecture": "conv", "kind": "autoencoder",
-                  "filters": [32, 64, 64, 64], "kernel_initializer": "he_normal"},
-}  # fmt: skip
+MODELS = ("dense", "conv", "deep_conv")  # their settings: conf/model/<name>.yaml
 SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5", "knn5_l2", "knn_cx", "knn_cx_ssim")
 
 
@@ -48,7 +42,7 @@ def study_class(args, normal_class: int) -> dict[str, float]:
     trainer = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                "patience": 3, "verbose": 0}  # fmt: skip
     model, _ = train_autoencoder(
-        MODELS[args.model], args.loss, trainer, splits.x_train, splits.x_val
+        args.model_settings, args.loss, trainer, splits.x_train, splits.x_val
     )
 
     def scored(images):
@@ -107,10 +101,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.model_settings = model_settings(args.model)
     if args.units:
-        MODELS["dense"]["units"] = args.units
+        args.model_settings["units"] = args.units
     if args.filters:
-        MODELS[args.model]["filters"] = args.filters
+        args.model_settings["filters"] = args.filters
     print(f"{vars(args)}", flush=True)
     print("class  " + "  ".join(f"{s:>10}" for s in SCORES) + "   seconds", flush=True)
     rows = []

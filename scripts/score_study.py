@@ -21,14 +21,11 @@ from sklearn.metrics import roc_auc_score
 
 from aead.data import build_splits
 from aead.losses import score_images
+from aead.models import model_settings
 from aead.scores import complexity_bits
 from aead.training import train_autoencoder
 
-MODELS = {
-    "dense": {"name": "dense", "architecture": "dense", "kind": "autoencoder",
-              "units": [200, 100, 50, 25]},
-    "conv": {"name": "conv", "architecture": "conv", "kind": "autoencoder", "filters": [16, 8, 8]},
-}  # fmt: skip
+MODELS = ("dense", "conv")  # their settings: conf/model/<name>.yaml
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 
 
@@ -51,7 +48,7 @@ def main() -> None:
         data = {"download": False, "train_limit": args.train_limit}
         splits = build_splits({"name": scenario}, data, seed=args.seed)
         model, _ = train_autoencoder(
-            MODELS[args.model], args.loss, trainer, splits.x_train, splits.x_val
+            model_settings(args.model), args.loss, trainer, splits.x_train, splits.x_val
         )
         test = model.predict(splits.x_test, batch_size=512, verbose=0)
         val = model.predict(splits.x_val, batch_size=512, verbose=0)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from aead.cache import training_key
-from aead.models import build_model
+from aead.models import build_model, model_settings
 from aead.sweep_report import latest_attempts, problems, variant_columns
 
 
@@ -95,3 +95,10 @@ def test_model_builders_shapes(model, output_shape, parameters):
         assert built.count_params() == parameters  # the sizes the README and logs quote
     with pytest.raises(ValueError, match="unknown model architecture 'nope'"):
         build_model({"name": "nope"})
+
+
+def test_scripts_build_models_from_the_same_configs():
+    assert model_settings("dense")["units"] == [200, 100, 50, 25]
+    assert build_model(model_settings("conv")).count_params() == 4_385
+    with pytest.raises(ValueError, match="no model config"):
+        model_settings("nope")
