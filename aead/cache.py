@@ -135,12 +135,14 @@ class ModelCache:
             return False
         return meta.get("key") == key and meta.get("model_sha256") == checksum
 
-    def store(self, key: str, fields: dict, model: keras.Model, history: dict, run_id: str) -> Path:
-        """Write the entry atomically: it is built in a staging folder and published with one
-        rename. A crash leaves the old entry or none, never half of one; when another process
-        publishes the same key first, its entry is kept and this one discarded."""
+    def staging(self) -> Path:
+        """A fresh folder inside the cache, to build an entry in before publishing it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+
+    def store(self, key: str, fields: dict, model: keras.Model, history: dict, run_id: str) -> Path:
+        """Write the entry atomically (see publish); returns its folder."""
+        staging = self.staging()
         model.save(staging / self.MODEL_FILE)
         meta = {
             "key": key,
@@ -150,6 +152,12 @@ class ModelCache:
             "trained_by_run": run_id,
         }
         (staging / self.META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        return self.publish(key, staging)
+
+    def publish(self, key: str, staging: Path) -> Path:
+        """Move a complete entry built in `staging` into place with one rename. A crash leaves
+        the old entry or none, never half of one; when another process publishes the same key
+        first, its entry is kept and this one discarded."""
         target = self.entry(key)
         for _ in range(10):
             try:

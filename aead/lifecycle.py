@@ -87,6 +87,16 @@ def interrupted() -> bool:
     return bool(_received)
 
 
+def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """The Interrupted that a library re-raised as a plain KeyboardInterrupt (Ray does), from
+    the signal this process received; SIGINT (Ctrl-C) when none was recorded."""
+    if isinstance(exc, Interrupted):
+        return exc
+    if _received:
+        return Interrupted(int(_received["signum"]), str(_received["reason"]))
+    return Interrupted(signal.SIGINT, end_reason(signal.SIGINT))
+
+
 def set_stage(name: str, epoch: int | None = None) -> None:
     now = time.monotonic()
     previous = str(_stage["name"])

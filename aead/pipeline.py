@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from aead import lifecycle, plots
+from aead import lifecycle, plots, shared_models
 from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.errors import ConfigError
@@ -56,7 +57,7 @@ class RunContext:
     overrides: list[str] = field(default_factory=list)
     sweep_id: str | None = None
     job_num: int | None = None
-    parallel_jobs: int = 1  # jobs of this sweep running side by side on this machine
+    job_cores: int = field(default_factory=lambda: os.cpu_count() or 1)  # this job's share
 
 
 @dataclass
@@ -107,10 +108,10 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def tf_threads(setting, parallel_jobs: int) -> int:
-    """compute.threads: a number, or 'auto' = the machine's cores shared by the parallel jobs."""
+def tf_threads(setting, job_cores: int) -> int:
+    """compute.threads: a number, or 'auto' = the cores this job may use (see aead.run)."""
     if setting in (None, "auto"):
-        return max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
+        return max(1, int(job_cores))
     threads = int(setting)
     if threads < 1:
         raise ConfigError(f"compute.threads must be 'auto' or a positive number, got {setting}")
@@ -165,7 +166,7 @@ def _container(node) -> dict:
 
 
 def obtain_detector(
-    cfg: DictConfig, splits: Splits, tracker: Tracker, cache: ModelCache | None
+    cfg: DictConfig, splits: Splits, tracker: Tracker, cache: ModelCache | None, shared=None
 ) -> Detector:
     """Train the configured model, or reuse the one an earlier run trained on exactly the same
     training configuration; tags the run with which it was and who trained it. Jobs running
@@ -193,47 +194,92 @@ def obtain_detector(
             _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val, callbacks
         )
 
-    model, history, source, trained_by, reason = train_or_reuse(cache, key, fields, train, tracker)
-    if source == "reused":
-        tracker.log_history(history)  # the curves belong to this run's model too
+    got = train_or_reuse(cache, key, fields, train, tracker, shared)
+    if got.source == "reused":
+        tracker.log_history(got.history)  # the curves belong to this run's model too
     lifecycle.set_stage("logging")
     tags = {
-        "aead.model_source": source,
-        "aead.trained_by_run": trained_by,
+        "aead.model_source": got.source,
+        "aead.trained_by_run": got.trained_by,
         "aead.cache_key": key[:24],
         "aead.training_loss": loss_name,
     }
-    if source == "trained" and cache:
-        tags["aead.cache_note"] = reason
+    if got.found_in:
+        tags["aead.model_found_in"] = got.found_in
+    if got.source == "trained" and cache:
+        tags["aead.cache_note"] = got.note
     tracker.set_tags(tags)
-    tracker.log_figure(plots.training_curves(history), "plots/training_curves.png")
+    tracker.log_figure(plots.training_curves(got.history), "plots/training_curves.png")
     score_name = "probability" if classifier else cfg.loss.score
-    return Detector(model, cfg.model.kind, score_name, threshold_images, source)
+    return Detector(got.model, cfg.model.kind, score_name, threshold_images, got.source)
 
 
-def train_or_reuse(cache: ModelCache | None, key: str, fields: dict, train, tracker: Tracker):
+@dataclass
+class Obtained:
+    """A model and how it was obtained: source 'trained' or 'reused', from where."""
+
+    model: object
+    history: dict
+    source: str
+    trained_by: str
+    note: str  # why it was trained (no entry, a corrupt one) or where it was found
+    found_in: str  # "local cache", "tracking server" or "" (trained here)
+
+
+def train_or_reuse(
+    cache: ModelCache | None, key: str, fields: dict, train, tracker: Tracker, shared=None
+) -> Obtained:
     """The model cached under key, else train() -> (model, history), stored under key.
-    Returns (model, history, 'trained' | 'reused', the run that trained it, cache note).
-    Jobs running side by side that need the same key: one trains, the others wait, reuse."""
+    Jobs running side by side that need the same key: one trains, the others wait, reuse.
+    With `shared` (aead.shared_models, a tracking server), the same holds across machines:
+    a model missing here is looked for on the server, and one trained here is uploaded."""
 
-    def announce_wait():
-        log.info("waiting for another job training this model (%s)", key[:12])
+    def announce_wait(owner: str = "") -> None:
+        who = f"run {owner}" if owner else "another job"
+        log.info("waiting for %s, which is training this model (%s)", who, key[:12])
 
     lock = cache.training_lock(key, on_wait=announce_wait) if cache else contextlib.nullcontext()
     with lock:
         cached, reason = cache.load(key) if cache else (None, "cache disabled")
         if cached is not None:
             log.info("reusing the model trained by run %s", cached.trained_by_run)
-            return cached.model, cached.history, "reused", cached.trained_by_run, reason
+            model, history, trained_by = cached.model, cached.history, cached.trained_by_run
+            return Obtained(model, history, "reused", trained_by, reason, "local cache")
         if cache and reason != "not cached yet":
             log.info("%s: retraining", reason)
-        model, history = train()
-        if cache:
-            cache.store(key, fields, model, history, tracker.run_id)
-        return model, history, "trained", tracker.run_id, reason
+        if cache is None or shared is None:
+            model, history = train()
+            if cache:
+                cache.store(key, fields, model, history, tracker.run_id)
+            return Obtained(model, history, "trained", tracker.run_id, reason, "")
+        with shared.claim(key, on_wait=announce_wait) as holder:
+            if holder is not None:
+                cached, why = _fetch_shared(cache, shared, key, holder)
+                if cached is not None:
+                    log.info("reusing the model trained by run %s (from the tracking server)",
+                             cached.trained_by_run)  # fmt: skip
+                    model, history, trained_by = cached.model, cached.history, cached.trained_by_run
+                    return Obtained(model, history, "reused", trained_by, why, "tracking server")
+                log.info("%s: retraining", why)
+                reason = why
+            model, history = train()
+            shared.upload(key, cache.store(key, fields, model, history, tracker.run_id))
+        return Obtained(model, history, "trained", tracker.run_id, reason, "")
 
 
-def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache):
+def _fetch_shared(cache: ModelCache, shared, key: str, run_id: str):
+    """Downloads run_id's entry for key into the local cache; (entry, note) as cache.load."""
+    staging = cache.staging()
+    try:
+        folder = shared.download(key, run_id, staging)
+        cache.publish(key, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    cached, reason = cache.load(key)
+    return cached, (f"found on the tracking server in run {run_id}" if cached else reason)
+
+
+def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache, shared=None):
     """For score=background: trains (or reuses) the run's autoencoder on perturbed normal
     images and returns its per-image error function. None for a classifier."""
     if cfg.model.kind == "classifier":
@@ -250,10 +296,11 @@ def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache)
         def train():
             return train_autoencoder(_container(cfg.model), cfg.loss.name, trainer, x_train, x_val)
 
-        model, _, source, trained_by, _ = train_or_reuse(cache, key, fields, train, tracker)
+        got = train_or_reuse(cache, key, fields, train, tracker, shared)
         tracker.set_tags(
-            {"aead.background_source": source, "aead.background_trained_by_run": trained_by}
+            {"aead.background_source": got.source, "aead.background_trained_by_run": got.trained_by}
         )
+        model = got.model
         batch = int(cfg.trainer.batch_size)
         return lambda images: score_images(
             images, model.predict(images, batch_size=batch, verbose=0), cfg.loss.score
@@ -375,6 +422,18 @@ def _cache(cfg: DictConfig, context: RunContext) -> ModelCache | None:
     return ModelCache(settings.get("dir") or Path(context.base_dir) / ".aead_cache")
 
 
+def _shared_models(cfg: DictConfig, tracker: Tracker):
+    """The tracking server as a model store shared by every worker (cache.shared)."""
+    settings = cfg.get("cache") or {}
+    try:
+        on = shared_models.enabled(settings.get("shared", "auto"), tracker.tracking_uri)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not on or not settings.get("enabled", True):
+        return None
+    return shared_models.SharedModels(tracker.tracking_uri, tracker.run_id)
+
+
 def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     """Train (or reuse), score and log one variant as one MLflow run; returns its metrics.
     In a resumed sweep, a job that already has a FINISHED run is skipped (that run returned)."""
@@ -382,7 +441,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     started = time.time()
     lifecycle.set_stage("start-up")
     lifecycle.reset_stage_times()
-    configure_threads(tf_threads(cfg.get("compute", {}).get("threads"), context.parallel_jobs))
+    configure_threads(tf_threads(cfg.get("compute", {}).get("threads"), context.job_cores))
     seed_everything(cfg.seed)
     tracking_uri = resolve_tracking_uri(context.base_dir, cfg.tracking.get("uri"))
     # built first: a bad score setting fails before anything is trained
@@ -434,7 +493,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
 
         lifecycle.set_stage("training")
         cache = _cache(cfg, context)
-        detector = obtain_detector(cfg, splits, tracker, cache)
+        shared = _shared_models(cfg, tracker)
+        detector = obtain_detector(cfg, splits, tracker, cache, shared)
         lifecycle.set_stage("scoring")
         batch = int(cfg.trainer.batch_size)
         val_errors, _ = detector.errors(detector.threshold_images, batch)
@@ -445,7 +505,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
             FitContext(
                 train_images=splits.x_train if cfg.model.kind != "classifier" else None,
                 encoder=detector.encoder(batch),
-                backgrounds=background_factory(cfg, splits, tracker, cache),
+                backgrounds=background_factory(cfg, splits, tracker, cache, shared),
             ),
         )
         lifecycle.set_stage("scoring")

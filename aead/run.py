@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aead import errors, lifecycle, sweeps
 from aead.secrets import mask_log_records, redact, redact_file
@@ -28,15 +29,45 @@ if TYPE_CHECKING:  # the pipeline imports TensorFlow: only a job that runs needs
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs of this sweep share the machine (joblib's n_jobs; 1 otherwise)."""
-    if "joblib" not in str(launcher.get("_target_", "")):
-        return 1
-    n_jobs, cpus = launcher.get("n_jobs"), os.cpu_count() or 1
-    if n_jobs is None:
-        return 1
-    n_jobs = int(n_jobs)
-    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)  # joblib: -1 = every CPU
+# Environment a job needs wherever it runs; the Ray launcher config hands it to its workers.
+WORKER_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AEAD_DATA_DIR",
+    "AEAD_TF_LOGS",
+)
+
+
+def worker_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in WORKER_ENV if name in os.environ}
+
+
+OmegaConf.register_new_resolver("aead_worker_env", worker_env, replace=True)
+# The launching process's folder, cached like ${now:} so that jobs running elsewhere (a Ray
+# worker's own working directory) see the same value: conf/config.yaml's sweep folder.
+OmegaConf.register_new_resolver("aead_cwd", os.getcwd, use_cache=True, replace=True)
+# conf/hydra/launcher/{ray,submitit_slurm}.yaml extend the plugins' configs of those names on
+# purpose (they are validated against them); Hydra warns about the match.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against")
+
+
+def job_cores(launcher: DictConfig) -> int:
+    """The cores one job of this sweep may use: this machine's, shared by joblib's parallel
+    jobs, or what a Ray task or a Slurm job reserves."""
+    cpus, target = os.cpu_count() or 1, str(launcher.get("_target_", ""))
+    if "joblib" in target and launcher.get("n_jobs") is not None:
+        n_jobs = int(launcher.n_jobs)
+        n_jobs = n_jobs if n_jobs > 0 else cpus + 1 + n_jobs  # joblib: -1 = every CPU
+        return max(1, cpus // max(1, n_jobs))
+    if target.endswith("RayLauncher"):
+        reserved = (launcher.get("ray") or {}).get("remote", {}).get("num_cpus")
+    elif "submitit" in target:
+        reserved = launcher.get("cpus_per_task")
+    else:
+        reserved = None
+    return max(1, int(reserved)) if reserved else cpus
 
 
 def context_from_hydra() -> RunContext:
@@ -50,7 +81,7 @@ def context_from_hydra() -> RunContext:
         # One multirun shares one sweep folder, so its name identifies the sweep.
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
-        parallel_jobs=_parallel_jobs(hydra_cfg.launcher) if multirun else 1,
+        job_cores=job_cores(hydra_cfg.launcher) if multirun else os.cpu_count() or 1,
     )
 
 
@@ -118,9 +149,10 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach this function, which words them
     try:
         main()
-    except lifecycle.Interrupted as exc:
-        print(f"[aead] stopped: {exc.reason}", file=sys.stderr, flush=True)
-        sys.exit(exc.exit_code)
+    except KeyboardInterrupt as exc:  # aead's Interrupted, or one a library re-raised plainly
+        stopped = lifecycle.as_interrupted(exc)
+        print(f"[aead] stopped: {stopped.reason}", file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_code)
     except Exception as exc:
         if full_error:
             raise

@@ -77,7 +77,10 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = str(config.hydra.sweep.dir)
-        records = read_job_records(sweep_dir, since=getattr(self, "started", 0.0))
+        started = getattr(self, "started", 0.0)
+        by_job = {r["job"]: r for r in self._tracked_records(config, sweep_dir, started)}
+        by_job.update({r["job"]: r for r in read_job_records(sweep_dir, since=started)})
+        records = [by_job[job] for job in sorted(by_job)]
         counts: dict[str, int] = {}
         for record in records:
             counts[record["status"]] = counts.get(record["status"], 0) + 1
@@ -91,3 +94,16 @@ class SweepCallback(Callback):
                 overrides = " ".join(record.get("overrides") or []) or "(no overrides)"
                 print(f"[aead]   #{record.get('job')} {overrides}: {record['reason']}", flush=True)
             print(f"[aead] re-run them: {redact(resume_command(sweep_dir))}", flush=True)
+
+    @staticmethod
+    def _tracked_records(config: DictConfig, sweep_dir: str, since: float) -> list[dict]:
+        """Job records from the tracking store, for jobs that ran on other machines."""
+        from aead.tracking import resolve_tracking_uri, sweep_job_records
+
+        try:
+            uri = resolve_tracking_uri(Path.cwd(), config.get("tracking", {}).get("uri"))
+            sweep_id = Path(sweep_dir).name
+            return sweep_job_records(uri, config.get("experiment_name"), sweep_id, since)
+        except Exception as exc:  # the summary must not hide the sweep's own outcome
+            print(f"[aead] could not read the sweep's runs back: {exc}", flush=True)
+            return []

@@ -82,20 +82,24 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _is_transient(exc: Exception) -> bool:
+def _is_transient(exc: Exception, insert_race: bool = False) -> bool:
     text = str(exc).lower()
+    if insert_race and "unique constraint" in text:
+        return True  # SQLite's and PostgreSQL's words for a row another job inserted first
     return "database is locked" in text or "database is busy" in text
 
 
-def retrying(call: Callable, *args, **kwargs):
-    """call(*args, **kwargs), retried with back-off while SQLite reports a locked database."""
+def retrying(call: Callable, *args, insert_race: bool = False, **kwargs):
+    """call(*args, **kwargs), retried with back-off while SQLite reports a locked database.
+    insert_race: the call gets-or-creates a shared row (a dataset), so losing the race to
+    insert it is retried too: the second try finds the row."""
     deadline, delay = time.monotonic() + RETRY_SECONDS, 0.05
     while True:
         try:
             with lifecycle.critical():
                 return call(*args, **kwargs)
         except Exception as exc:
-            if not _is_transient(exc) or time.monotonic() > deadline:
+            if not _is_transient(exc, insert_race) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -259,7 +263,7 @@ class Tracker:
                 images, source=redact(source), targets=labels, name=name, digest=sha256[:32]
             )
         tags = {"sha256": sha256, "n_images": str(len(images))}
-        retrying(mlflow.log_input, dataset, context=context, tags=tags)
+        retrying(mlflow.log_input, dataset, context=context, tags=tags, insert_race=True)
         return sha256
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -366,6 +370,37 @@ def _process_gone(host: str | None, pid: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def sweep_job_records(
+    tracking_uri: str, experiment_name: str, sweep_id: str, since: float
+) -> list[dict]:
+    """How each job of this sweep started since `since` (epoch seconds) ended, as the tracking
+    store has it, in the form of aead.sweeps' job records: on a cluster, jobs that ran on other
+    machines leave their record files there, but their runs here."""
+    experiment = retrying(MlflowClient(tracking_uri).get_experiment_by_name, experiment_name)
+    if experiment is None:
+        return []
+    runs = retrying(
+        MlflowClient(tracking_uri).search_runs,
+        [experiment.experiment_id],
+        f"tags.sweep_id = '{sweep_id}' and attributes.start_time >= {int(since * 1000)}",
+    )
+    records = []
+    for run in runs:
+        tags = run.data.tags
+        if "sweep_job" not in tags or run.info.status == "RUNNING":
+            continue
+        records.append(
+            {
+                "job": int(tags["sweep_job"]),
+                "overrides": tags.get("overrides", "").split(),
+                "status": run.info.status,
+                "reason": tags.get("aead.error") or tags.get("aead.end_reason", ""),
+                "run_id": run.info.run_id,
+            }
+        )
+    return records
 
 
 def finished_job_run(

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from aead.pipeline import config_hash, tf_threads
-from aead.run import _parallel_jobs
+from aead.run import job_cores
 from aead.secrets import RedactFilter, mask_log_records, redact
 from aead.tracking import flatten, one_line, ui_base_url, ui_command
 
@@ -77,23 +77,27 @@ def test_config_hash_identifies_the_job_not_where_it_is_recorded():
         assert config_hash(_cfg(**what)) != same, what
 
 
-def test_threads_are_shared_between_parallel_jobs():
-    cpus = os.cpu_count() or 1
-    assert tf_threads("auto", 1) == cpus
-    assert tf_threads("auto", 2) == max(1, cpus // 2)
-    assert tf_threads(None, 10 * cpus) == 1
-    assert tf_threads(3, 2) == 3
+def test_threads_follow_the_cores_a_job_may_use():
+    assert tf_threads("auto", 4) == 4
+    assert tf_threads(None, 1) == 1
+    assert tf_threads(3, 8) == 3
     with pytest.raises(ValueError, match="compute.threads"):
         tf_threads(0, 1)
 
 
-def test_parallel_jobs_read_from_the_launcher_config():
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+def test_job_cores_read_from_the_launcher_config():
     cpus = os.cpu_count() or 1
-    assert _parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == 2
-    assert _parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == cpus
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == max(1, cpus // 2)
+    assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == 1
+    assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": 10 * cpus})) == 1
+    ray = "hydra_plugins.aead_launchers.ray.RayLauncher"
+    assert job_cores(OmegaConf.create({"_target_": ray, "ray": {"remote": {"num_cpus": 3}}})) == 3
+    assert job_cores(OmegaConf.create({"_target_": ray, "ray": {"remote": {}}})) == cpus
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert job_cores(OmegaConf.create({"_target_": slurm, "cpus_per_task": 5})) == 5
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-    assert _parallel_jobs(OmegaConf.create({"_target_": basic})) == 1
+    assert job_cores(OmegaConf.create({"_target_": basic})) == cpus
 
 
 def test_every_log_record_is_masked_once_installed():

@@ -1,0 +1,139 @@
+"""Sweeps beyond one process, through Hydra's own launcher plugins, against real servers the
+tests start on 127.0.0.1 (tests/servers.py): joblib + `mlflow server` on PostgreSQL, a Ray
+head + `mlflow server` (models found through the server), and submitit's local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from aead.run import CONFIG_DIR
+from tests import servers
+from tests.helpers import QUICK
+
+
+def _sweep(tmp_path: Path, *overrides: str, env: dict | None = None, timeout=480):
+    command = [sys.executable, "-m", "aead.run", "-m", *QUICK, "tracking.log_model=false",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _runs(base: str, experiment_name: str) -> list[dict]:
+    """The experiment's runs as the server's REST API returns them."""
+    experiment = json.loads(
+        servers.http_get(
+            base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment_name
+        )  # fmt: skip
+    )["experiment"]
+    found = servers.http_post(
+        base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]}
+    )
+    return found.get("runs", [])
+
+
+def _tags(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def test_launcher_configs_compose():
+    """The shipped launcher configs: Ray joins a running cluster without the plugin's object
+    store size; Slurm's resources sit in one file to copy and edit."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        ray = compose("config", ["hydra/launcher=ray"], return_hydra_config=True).hydra.launcher
+        slurm = compose(
+            "config", ["hydra/launcher=submitit_slurm"], return_hydra_config=True
+        ).hydra.launcher
+    assert ray._target_.endswith("RayLauncher")
+    assert "object_store_memory" in ray.ray.init and ray.ray.init.object_store_memory is None
+    assert ray.ray.remote.num_cpus == 1 and ray.ray.remote.max_retries == 0
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert slurm.partition is None and slurm.cpus_per_task == 2 and slurm.timeout_min == 60
+    assert slurm.signal_delay_s == 120  # a field the file leaves out comes from the plugin
+
+
+@pytest.mark.slow
+def test_joblib_sweep_against_mlflow_server_on_postgresql(tmp_path):
+    """4 jobs (2 models x 2 thresholds) in parallel, tracked by `mlflow server` on PostgreSQL
+    with proxied artifacts: 4 FINISHED runs, each model trained once, read back over REST."""
+    with servers.postgres() as database, servers.mlflow_server(tmp_path, database) as base:
+        _sweep(
+            tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "loss=bce,mse",
+            "threshold=zscore,percentile", "experiment_name=pg", f"cache.dir={tmp_path / 'cache'}",
+            env={"MLFLOW_TRACKING_URI": base},
+        )  # fmt: skip
+        runs = _runs(base, "pg")
+        assert sorted(r["info"]["status"] for r in runs) == ["FINISHED"] * 4
+        sources = sorted(_tags(r)["aead.model_source"] for r in runs)
+        assert sources == ["reused", "reused", "trained", "trained"]
+        for run in runs:
+            run_id = run["info"]["run_id"]
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["n_test"] == 400
+            history = servers.http_get(
+                base, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key="val_loss"
+            )
+            steps = [m["step"] for m in json.loads(history)["metrics"]]
+            assert steps == [1]  # one epoch
+            scores = servers.http_get(base, "/get-artifact", path="scores.csv", run_uuid=run_id)
+            assert len(scores.decode().splitlines()) == 1 + 400
+        # the trained runs published their models on the server, for workers on other machines
+        trained = [r for r in runs if _tags(r)["aead.model_source"] == "trained"]
+        for run in trained:
+            key = _tags(run)["aead.cache_entry"]
+            listing = servers.http_get(
+                base, "/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"],
+                path=f"aead_cache/{key[:24]}",
+            )  # fmt: skip
+            assert b"model.keras" in listing and b"meta.json" in listing
+
+
+@pytest.mark.slow
+def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
+    """A local Ray head, 2 jobs (two thresholds of one model) as Ray tasks, each job with a
+    local cache of its own, as on two machines: one trains, the other finds its model on the
+    server."""
+    with servers.ray_head(num_cpus=2) as address, servers.mlflow_server(tmp_path) as base:
+        done = _sweep(
+            tmp_path, "hydra/launcher=ray", "threshold=zscore,percentile", "experiment_name=ray",
+            f"cache.dir={tmp_path}/cache-${{hydra:job.num}}",
+            env={"RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": base, **servers.RAY_ENV},
+        )  # fmt: skip
+        assert "Connected to Ray cluster" in done.stdout + done.stderr
+        client = MlflowClient(base)
+        experiment = client.get_experiment_by_name("ray")
+        runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    by_source = {r.data.tags["aead.model_source"]: r for r in runs}
+    assert set(by_source) == {"trained", "reused"}
+    reused, trained = by_source["reused"], by_source["trained"]
+    assert reused.data.tags["aead.model_found_in"] == "tracking server"
+    assert reused.data.tags["aead.trained_by_run"] == trained.info.run_id
+    assert reused.data.metrics["roc_auc"] == pytest.approx(trained.data.metrics["roc_auc"])
+    assert {r.data.tags["aead.host"] for r in runs}  # each job says where it ran
+    assert (tmp_path / "cache-0").is_dir() and (tmp_path / "cache-1").is_dir()
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_finishes(tmp_path):
+    _sweep(
+        tmp_path, "hydra/launcher=submitit_local", "threshold=zscore,percentile",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}", f"cache.dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("aead").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    assert sorted(r.data.tags["aead.model_source"] for r in runs) == ["reused", "trained"]
+    # each job ran in a process of submitit's own, logged in the sweep's .submitit folder
+    assert list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
