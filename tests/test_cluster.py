@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,17 +105,17 @@ def test_joblib_sweep_against_mlflow_server_on_postgresql(tmp_path):
 def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
     """A local Ray head, 2 jobs (two thresholds of one model) as Ray tasks, each job with a
     local cache of its own, as on two machines: one trains, the other finds its model on the
-    server."""
+    server. Then a sweep stopped with SIGTERM mid-training: its runs end KILLED, not RUNNING."""
     with servers.ray_head(num_cpus=2) as address, servers.mlflow_server(tmp_path) as base:
+        env = {"RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": base, **servers.RAY_ENV}
         done = _sweep(
             tmp_path, "hydra/launcher=ray", "threshold=zscore,percentile", "experiment_name=ray",
-            f"cache.dir={tmp_path}/cache-${{hydra:job.num}}",
-            env={"RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": base, **servers.RAY_ENV},
+            f"cache.dir={tmp_path}/cache-${{hydra:job.num}}", env=env,
         )  # fmt: skip
         assert "Connected to Ray cluster" in done.stdout + done.stderr
         client = MlflowClient(base)
-        experiment = client.get_experiment_by_name("ray")
-        runs = client.search_runs([experiment.experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id])
+        code, elapsed, stopped = _stop_ray_sweep_mid_training(tmp_path, env, client)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     by_source = {r.data.tags["aead.model_source"]: r for r in runs}
     assert set(by_source) == {"trained", "reused"}
@@ -121,8 +123,43 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
     assert reused.data.tags["aead.model_found_in"] == "tracking server"
     assert reused.data.tags["aead.trained_by_run"] == trained.info.run_id
     assert reused.data.metrics["roc_auc"] == pytest.approx(trained.data.metrics["roc_auc"])
-    assert {r.data.tags["aead.host"] for r in runs}  # each job says where it ran
     assert (tmp_path / "cache-0").is_dir() and (tmp_path / "cache-1").is_dir()
+
+    assert code == 143 and elapsed < 10, (code, elapsed)
+    assert stopped and {r.info.status for r in stopped} == {"KILLED"}
+    assert all(r.data.tags["aead.end_reason"] for r in stopped)
+
+
+def _stop_ray_sweep_mid_training(tmp_path, env, client):
+    """Starts a long 2-job Ray sweep, sends SIGTERM once an epoch is logged; returns the exit
+    code, the seconds it took to exit and the sweep's runs as the server has them then."""
+    command = [
+        sys.executable, "-m", "aead.run", "-m", *QUICK, "trainer.epochs=500",
+        "hydra/launcher=ray", "seed=0,1", "experiment_name=ray-stopped",
+        f"hydra.sweep.dir={tmp_path / 'stopped'}", f"cache.dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            experiment = client.get_experiment_by_name("ray-stopped")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if any("val_loss" in r.data.metrics for r in runs):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the stopped sweep never logged an epoch")
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return code, elapsed, client.search_runs([experiment.experiment_id])
 
 
 @pytest.mark.slow
