@@ -85,16 +85,14 @@ def build_model(cfg: Mapping) -> keras.Model:
 def model_settings(name: str) -> dict:
     """The settings of conf/model/<name>.yaml, for code that builds models outside Hydra
     (the study scripts): one definition of each model."""
-    from pathlib import Path
+    from importlib import resources
 
     from omegaconf import OmegaConf
 
-    from aead.run import CONFIG_DIR
-
-    path = Path(CONFIG_DIR) / "model" / f"{name}.yaml"
+    path = resources.files("aead.conf").joinpath("model", f"{name}.yaml")
     if not path.is_file():
-        raise ValueError(f"no model config {path}")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raise ValueError(f"no model config conf/model/{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
 
 
 def encoder_of(autoencoder: keras.Model) -> keras.Model:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from aead import lifecycle, plots, shared_models
 from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
+from aead.detector import log_detector, model_errors
 from aead.errors import ConfigError
 from aead.losses import score_images
 from aead.metrics import detection_metrics
@@ -33,11 +34,17 @@ from aead.models import encoder_of
 from aead.scores import FitContext, Score, Scored, build_score
 from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
-from aead.tracking import Tracker, finished_job_run, flatten, resolve_tracking_uri, ui_command
+from aead.tracking import (
+    Tracker,
+    finished_job_run,
+    flatten,
+    resolve_tracking_uri,
+    retrying,
+    ui_command,
+)
 from aead.training import (
     classifier_split,
     cross_validate_classifier,
-    predict_probability,
     require_labels,
     train_autoencoder,
     train_classifier,
@@ -74,16 +81,15 @@ class Detector:
 
     model: keras.Model
     kind: str  # "autoencoder" or "classifier"
-    score_name: str
+    error_name: str  # the per-image error (loss.score), or "probability" for a classifier
     threshold_images: np.ndarray  # held-out normal validation images the threshold is fit on
     source: str  # "trained" here, or "reused" from the cache
 
+    score_label: str = ""  # how plots name the run's score
+
     def errors(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(per-image errors, or probabilities for a classifier; reconstructions or None)."""
-        if self.kind == "classifier":
-            return predict_probability(self.model, images, batch_size), None
-        reconstructions = self.model.predict(images, batch_size=batch_size, verbose=0)
-        return score_images(images, reconstructions, self.score_name), reconstructions
+        return model_errors(self.model, self.kind, self.error_name, images, batch_size)
 
     def encoder(self, batch_size: int):
         """images -> the autoencoder's bottleneck codes; None for a classifier."""
@@ -210,8 +216,8 @@ def obtain_detector(
         tags["aead.cache_note"] = got.note
     tracker.set_tags(tags)
     tracker.log_figure(plots.training_curves(got.history), "plots/training_curves.png")
-    score_name = "probability" if classifier else cfg.loss.score
-    return Detector(got.model, cfg.model.kind, score_name, threshold_images, got.source)
+    error_name = "probability" if classifier else cfg.loss.score
+    return Detector(got.model, cfg.model.kind, error_name, threshold_images, got.source)
 
 
 @dataclass
@@ -362,7 +368,7 @@ def _log_artifacts(
     title = f"{cfg.model.name} / {cfg.loss.name} / {cfg.scenario.name}"
     tracker.log_figure(
         plots.error_histogram(
-            scores[labels == 0], scores[labels == 1], threshold, detector.score_name, title
+            scores[labels == 0], scores[labels == 1], threshold, detector.score_label, title
         ),
         "plots/error_histogram.png",
     )
@@ -401,6 +407,19 @@ def _log_artifacts(
         ),
         "scores.csv",
     )
+
+
+def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch, images) -> None:
+    """The deployable pyfunc model `detector` (aead.detector), with an input example as users
+    send it: uint8 images N×28×28."""
+    if not score.deployable:
+        tracker.set_tags({"aead.detector": f"not logged: score={score.name} is not deployable"})
+        return
+    example = np.round(images[..., 0] * 255).astype(np.uint8)
+    retrying(
+        log_detector, detector.model, detector.kind, detector.error_name, score, threshold,
+        batch, example,
+    )  # fmt: skip
 
 
 def _log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:
@@ -511,7 +530,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         lifecycle.set_stage("scoring")
         val_scores = score(validation)
         scores = score(Scored(splits.x_test, errors))
-        detector.score_name = score.describe(detector.score_name)
+        detector.score_label = score.describe(detector.error_name)
 
         threshold = fit_threshold(cfg.threshold, val_scores)
         predicted = threshold.flag(scores)
@@ -527,6 +546,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         )
         if cfg.tracking.get("log_model", True):
             tracker.log_keras_model(detector.model, splits.x_test[:4])
+            _log_detector(tracker, detector, score, threshold, batch, splits.x_test[:4])
         metrics["duration_s"] = time.time() - started
         # where the time went, per stage (training includes the epochs' logging)
         times = {

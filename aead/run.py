@@ -26,7 +26,9 @@ from aead.secrets import mask_log_records, redact, redact_file
 if TYPE_CHECKING:  # the pipeline imports TensorFlow: only a job that runs needs it
     from aead.pipeline import RunContext
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# conf/ ships in the package as aead.conf (see pyproject.toml), so an installed wheel runs
+# from any folder; users add their own configs with --config-dir or hydra.searchpath.
+CONFIG_MODULE = "aead.conf"
 
 
 # Environment a job needs wherever it runs; the Ray launcher config hands it to its workers.
@@ -95,7 +97,7 @@ def _mask_hydra_files() -> None:
         redact_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> float:
     from aead import tf_runtime
 

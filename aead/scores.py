@@ -58,6 +58,9 @@ class Score:
 
     name = ""
     SETTINGS: tuple[str, ...] = ()
+    # whether the fitted score travels with the run's deployable detector (aead.detector):
+    # pickled without what binds it to the run's model, rebound to the loaded model by bind()
+    deployable = True
 
     def __init__(self, settings: Mapping):
         unknown = set(settings) - {"name", *self.SETTINGS}
@@ -73,6 +76,10 @@ class Score:
 
     def __call__(self, scored: Scored) -> np.ndarray:
         raise NotImplementedError
+
+    def bind(self, encoder: ImageFunction | None) -> None:
+        """Reconnect a fitted score, loaded elsewhere, to its model's encoder (default: none
+        needed)."""
 
     @property
     def label(self) -> str:
@@ -224,6 +231,7 @@ class BackgroundScore(Score):
 
     name = "background"
     SETTINGS = ("perturbation", "combine", "weight", "seed")
+    deployable = False  # it needs its background model too
 
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         backgrounds = context.backgrounds if context else None
@@ -280,6 +288,12 @@ class LatentKnnScore(Score):
         codes = self._codes(context.train_images)
         self.neighbours = NearestNeighbors(n_neighbors=min(self.k, len(codes))).fit(codes)
 
+    def bind(self, encoder: ImageFunction | None) -> None:
+        self.encoder = encoder
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "encoder"}  # bound on load
+
     def _codes(self, images: np.ndarray) -> np.ndarray:
         codes = np.asarray(self.encoder(images), np.float64)
         codes = codes.reshape(len(codes), -1)
@@ -325,6 +339,11 @@ class EnsembleScore(Score):
         if not members or any(m.get("name") == self.name for m in members):
             raise ConfigError("score.members: a list of one or more other scores' settings")
         self.members = [build_score(dict(m)) for m in members]
+        self.deployable = all(m.deployable for m in self.members)
+
+    def bind(self, encoder: ImageFunction | None) -> None:
+        for member in self.members:
+            member.bind(encoder)
 
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         self.standardize = []

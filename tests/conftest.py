@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
 from aead.data import DATA_ENV_VAR
-from aead.run import CONFIG_DIR
-from tests.helpers import QUICK, REPO
+from tests.helpers import QUICK, REPO, hydra_config
 
 
 def _data_dir() -> Path:
@@ -41,7 +40,7 @@ def make_config(tmp_path):
             f"tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
             f"cache.dir={tmp_path / 'cache'}",
         ]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with hydra_config():
             return compose("config", overrides=[*(QUICK if quick else []), *isolated, *overrides])
 
     return _make

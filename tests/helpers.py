@@ -14,3 +14,13 @@ QUICK = [
     "data.download=false",
     "trainer.verbose=0",
 ]
+
+# The configs as the package ships them (conf/ is the package aead.conf).
+CONF = REPO / "conf"
+
+
+def hydra_config():
+    """Hydra's compose API on aead's own configs: `with hydra_config(): compose(...)`."""
+    from hydra import initialize_config_module
+
+    return initialize_config_module(config_module="aead.conf", version_base="1.3")

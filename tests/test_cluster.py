@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from mlflow import MlflowClient
 
-from aead.run import CONFIG_DIR
 from tests import servers
-from tests.helpers import QUICK
+from tests.helpers import QUICK, hydra_config
 
 
 def _sweep(tmp_path: Path, *overrides: str, env: dict | None = None, timeout=480):
@@ -52,7 +51,7 @@ def _tags(run: dict) -> dict:
 def test_launcher_configs_compose():
     """The shipped launcher configs: Ray joins a running cluster without the plugin's object
     store size; Slurm's resources sit in one file to copy and edit."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with hydra_config():
         ray = compose("config", ["hydra/launcher=ray"], return_hydra_config=True).hydra.launcher
         slurm = compose(
             "config", ["hydra/launcher=submitit_slurm"], return_hydra_config=True

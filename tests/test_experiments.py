@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from mlflow.tracking import MlflowClient
 
 from aead.pipeline import RunContext, run
-from aead.run import CONFIG_DIR
 from aead.training import class_weights
-from tests.helpers import REPO
+from tests.helpers import CONF, REPO, hydra_config
 
 NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_zero",
          "dense_mae_noise"]  # fmt: skip
@@ -81,11 +80,11 @@ def test_named_experiment_runs_for_one_epoch(make_config, tmp_path, overrides):
 
 
 def test_grid_sweeps_every_combination(make_config):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with hydra_config():
         cfg = compose("config", ["experiment=grid"], return_hydra_config=True)
     axes = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
     assert len(list(itertools.product(*axes.values()))) == 7 * 2 * 2 * 3
-    cells = {Path(CONFIG_DIR, "detector", f"{c}.yaml").read_text() for c in axes["+detector"]}
+    cells = {Path(CONF, "detector", f"{c}.yaml").read_text() for c in axes["+detector"]}
     assert len(cells) == 7
 
 

@@ -11,16 +11,15 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
 from aead import one_class
 from aead.report import main as report_main
-from aead.run import CONFIG_DIR
-from tests.helpers import QUICK, REPO
+from tests.helpers import QUICK, REPO, hydra_config
 
 
 def _sweep_axes(*overrides: str) -> dict[str, list[str]]:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with hydra_config():
         cfg = compose(
             "config", ["experiment=one_class_benchmark", *overrides], return_hydra_config=True
         )
@@ -35,7 +34,7 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
     assert (cfg.scenario.name, cfg.scenario.train_anomaly_fraction) == ("one_class", 0.0)
     detectors = {}
     for cell in axes["+detector"].split(","):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with hydra_config():
             composed = compose("config", ["experiment=one_class_benchmark", f"+detector={cell}"])
         assert composed.model.kind == "autoencoder"  # no labels: autoencoders only
         assert composed.scenario.name == "one_class" and composed.trainer.epochs == 20

@@ -8,15 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from mlflow.tracking import MlflowClient
 
 from aead import pipeline
 from aead.pipeline import RunContext, run
 from aead.report import main as report_main
-from aead.run import CONFIG_DIR
 from aead.sweep_report import write_report
-from tests.helpers import QUICK
+from tests.helpers import QUICK, hydra_config
 
 SWEEP = "sweep-test"
 
@@ -27,7 +26,7 @@ def sweep(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     jobs = [(loss, seed) for loss in ("bce", "mse") for seed in (0, 1)]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with hydra_config():
         configs = [
             compose(
                 "config",

@@ -91,7 +91,7 @@ def test_job_cores_read_from_the_launcher_config():
     assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == max(1, cpus // 2)
     assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == 1
     assert job_cores(OmegaConf.create({"_target_": joblib, "n_jobs": 10 * cpus})) == 1
-    ray = "hydra_plugins.aead_launchers.ray.RayLauncher"
+    ray = "hydra_plugins.aead_hydra.ray_launcher.RayLauncher"
     assert job_cores(OmegaConf.create({"_target_": ray, "ray": {"remote": {"num_cpus": 3}}})) == 3
     assert job_cores(OmegaConf.create({"_target_": ray, "ray": {"remote": {}}})) == cpus
     slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

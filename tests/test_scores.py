@@ -16,6 +16,7 @@ from aead.scores import (
     complexity_bits,
     perturb_pixels,
 )
+from tests.helpers import CONF
 
 
 def _textured(seed: int = 0) -> np.ndarray:
@@ -23,9 +24,7 @@ def _textured(seed: int = 0) -> np.ndarray:
 
 
 def test_every_config_option_is_registered():
-    from aead.run import CONFIG_DIR
-
-    names = sorted(p.stem for p in (__import__("pathlib").Path(CONFIG_DIR) / "score").glob("*"))
+    names = sorted(p.stem for p in (CONF / "score").glob("*"))
     assert names == sorted(SCORES)
     assert names == ["background", "complexity", "ensemble", "latent_knn", "raw"]
 

@@ -1,0 +1,139 @@
+"""The deployable detector: what a run logs as the MLflow pyfunc model `detector`. It takes
+images and returns, per image, the run's anomaly `score` and `is_anomaly` against the run's
+fitted threshold, and it loads where aead is not installed: aead's own modules travel with
+the model (MLflow `code_paths`), the Keras model is saved uncompiled (no custom loss to find).
+
+Input: N×28×28 or N×28×28×1; integers are 0–255 (uint8 images, or whole numbers in a JSON
+request), floats are 0–1. Anything else is refused with one line saying what was expected.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+import aead
+
+SIDE = 28
+
+
+class InputError(ValueError):
+    """Images the detector cannot score; the message says what it takes."""
+
+
+def as_images(data) -> np.ndarray:
+    """The input as float32 N×28×28×1 in [0, 1]."""
+    if isinstance(data, pd.DataFrame):
+        raise InputError("give the images as an array (N×28×28 or N×28×28×1), not a DataFrame")
+    if isinstance(data, dict) and len(data) == 1:
+        data = next(iter(data.values()))  # a named tensor input
+    try:
+        array = np.asarray(data)
+        if array.dtype == object:  # nested lists from a JSON request
+            array = np.asarray(array.tolist())
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"images must be a numeric array N×28×28 or N×28×28×1 ({exc})") from None
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE):
+        raise InputError(f"images must be N×28×28 or N×28×28×1, got shape {array.shape}")
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"images must hold numbers, got {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError("integer images must hold values 0–255")
+        array = array.astype(np.float32) / 255.0
+    else:
+        if not np.isfinite(array).all():
+            raise InputError("images must not hold NaN or infinite values")
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise InputError(
+                "float images must hold values 0–1 (send 0–255 as uint8 or whole numbers)"
+            )
+        array = array.astype(np.float32)
+    return array[..., None]
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    """Reconstruction (or class probability) -> error -> the run's score -> its threshold."""
+
+    def load_context(self, context) -> None:
+        import keras
+
+        self.model = keras.models.load_model(context.artifacts["model"], compile=False)
+        with open(context.artifacts["scorer"], "rb") as handle:
+            state = pickle.load(handle)
+        self.kind, self.error_name = state["kind"], state["error_name"]
+        self.score, self.threshold = state["score"], state["threshold"]
+        self.batch_size = state["batch_size"]
+        self.score.bind(_encoder(self.model, self.kind, self.batch_size))
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from aead.scores import Scored
+
+        images = as_images(model_input)
+        errors, _ = model_errors(self.model, self.kind, self.error_name, images, self.batch_size)
+        scores = self.score(Scored(images, errors))
+        return pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
+
+
+def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
+    """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
+    the reconstructions, or None for a classifier)."""
+    from aead.losses import score_images
+
+    predicted = model.predict(images, batch_size=batch, verbose=0)
+    if kind == "classifier":
+        return predicted.reshape(-1).astype(np.float64), None
+    return score_images(images, predicted, error_name), predicted
+
+
+def _encoder(model, kind: str, batch: int):
+    if kind == "classifier":
+        return None
+    from aead.models import encoder_of
+
+    encoder = encoder_of(model)
+    return lambda images: encoder.predict(images, batch_size=batch, verbose=0)
+
+
+def log_detector(model, kind: str, error_name: str, score, threshold, batch_size: int, example):
+    """Logs the run's detector as the pyfunc model `detector` (call inside the active run)."""
+    import keras
+    import sklearn
+    import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_path, scorer_path = Path(folder, "model.keras"), Path(folder, "scorer.pkl")
+        uncompiled = keras.models.clone_model(model)  # no custom loss: loads anywhere
+        uncompiled.set_weights(model.get_weights())
+        uncompiled.save(model_path)
+        state = {"kind": kind, "error_name": error_name, "score": score,
+                 "threshold": threshold, "batch_size": batch_size}  # fmt: skip
+        scorer_path.write_bytes(pickle.dumps(state))
+        # MLflow enforces one dtype and rank for a tensor input; the detector takes two of
+        # each (checked by as_images), so the input is declared as any array.
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+            outputs=Schema([ColSpec("double", "score"), ColSpec("boolean", "is_anomaly")]),
+        )
+        mlflow.pyfunc.log_model(
+            name="detector",
+            python_model=DetectorModel(),
+            artifacts={"model": str(model_path), "scorer": str(scorer_path)},
+            code_paths=[str(Path(aead.__file__).parent)],
+            signature=signature,
+            input_example=np.asarray(example),
+            pip_requirements=[
+                f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
+                f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}", f"scikit-learn=={sklearn.__version__}", "pillow",
+            ],
+        )  # fmt: skip
