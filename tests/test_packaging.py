@@ -54,3 +54,17 @@ def test_a_users_config_dir_adds_models_and_experiments(tmp_path):
         [*command, "experiment=grid"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert shipped.returncode == 0 and "name: conv" in shipped.stdout  # the package's still there
+
+
+def test_hydra_finds_aeads_plugins():
+    """Hydra only accepts plugins it finds by scanning the hydra_plugins namespace package:
+    aead's must be on it however aead is installed (editable here, a wheel in CI)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.config_source import ConfigSource
+    from hydra.plugins.launcher import Launcher
+
+    plugins = Plugins.instance()
+    launchers = {f"{c.__module__}.{c.__name__}" for c in plugins.discover(Launcher)}
+    assert "hydra_plugins.aead_hydra.ray_launcher.RayLauncher" in launchers
+    sources = {c.__name__ for c in plugins.discover(ConfigSource)}
+    assert "ExperimentsConfigSource" in sources
