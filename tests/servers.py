@@ -58,6 +58,17 @@ def http_post(base: str, endpoint: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def rest_runs(base: str, experiment_name: str) -> list[dict]:
+    """An experiment's runs as the server's REST API returns them."""
+    found = http_get(
+        base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment_name
+    )
+    experiment_id = json.loads(found)["experiment"]["experiment_id"]
+    return http_post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})[
+        "runs"
+    ]
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -68,8 +79,31 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[str]:
-    """`mlflow server` with proxied artifacts in folder; yields its http://127.0.0.1:PORT."""
+def serving(command: list[str], port: int, health: str, log_path: Path, **popen) -> Iterator[str]:
+    """Runs a web server's command; yields http://127.0.0.1:PORT once GET `health` answers,
+    then stops it and checks that nothing answers on the port any more (its workers too)."""
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(OSError):
+                    http_get(base, health)
+                    break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text()[-3000:]
+                    raise RuntimeError(f"{command[:3]} did not start:\n{tail}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            _stop(server)
+    wait_until_closed(port, " ".join(Path(c).name for c in command[:2]))
+
+
+def mlflow_server(folder: Path, backend_store_uri: str | None = None):
+    """`mlflow server` with proxied artifacts in folder; a context manager that yields its
+    http://127.0.0.1:PORT."""
     port = free_port()
     backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
     command = [
@@ -77,24 +111,7 @@ def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterato
         "--workers", "2", "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", str(folder / "server-artifacts"),
     ]  # fmt: skip
-    log_path = folder / "mlflow-server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                with contextlib.suppress(OSError):
-                    if http_get(base, "/health").strip() == b"OK":
-                        break
-                if server.poll() is not None or time.monotonic() > deadline:
-                    tail = log_path.read_text()[-3000:]
-                    raise RuntimeError(f"mlflow server did not start:\n{tail}")
-                time.sleep(0.5)
-            yield base
-        finally:
-            _stop(server)
-    wait_until_closed(port, "mlflow server")  # its workers no longer answer either
+    return serving(command, port, "/health", folder / "mlflow-server.log", cwd=folder)
 
 
 def postgres_bin(name: str) -> str:

@@ -31,19 +31,6 @@ def _sweep(tmp_path: Path, *overrides: str, env: dict | None = None, timeout=480
     return done
 
 
-def _runs(base: str, experiment_name: str) -> list[dict]:
-    """The experiment's runs as the server's REST API returns them."""
-    experiment = json.loads(
-        servers.http_get(
-            base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment_name
-        )  # fmt: skip
-    )["experiment"]
-    found = servers.http_post(
-        base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]}
-    )
-    return found.get("runs", [])
-
-
 def _tags(run: dict) -> dict:
     return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
@@ -74,7 +61,7 @@ def test_joblib_sweep_against_mlflow_server_on_postgresql(tmp_path):
             "threshold=zscore,percentile", "experiment_name=pg", f"cache.dir={tmp_path / 'cache'}",
             env={"MLFLOW_TRACKING_URI": base},
         )  # fmt: skip
-        runs = _runs(base, "pg")
+        runs = servers.rest_runs(base, "pg")
         assert sorted(r["info"]["status"] for r in runs) == ["FINISHED"] * 4
         sources = sorted(_tags(r)["aead.model_source"] for r in runs)
         assert sources == ["reused", "reused", "trained", "trained"]

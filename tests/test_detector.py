@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -131,30 +130,10 @@ def test_served_detector_answers_a_rest_request(logged_run):
         str(servers.BIN / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/detector",
         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log_path = folder / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if servers.http_get(base, "/ping") is not None:
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(1)
-            as_ints = np.round(images * 255).astype(int).tolist()
-            answer = servers.http_post(base, "/invocations", {"inputs": as_ints})
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    servers.wait_until_closed(port, "mlflow models serve")
+    with servers.serving(command, port, "/ping", folder / "serve.log", env=env) as base:
+        as_ints = np.round(images * 255).astype(int).tolist()
+        answer = servers.http_post(base, "/invocations", {"inputs": as_ints})
     predictions = answer["predictions"]
     assert [sorted(p) for p in predictions] == [["is_anomaly", "score"]] * 5
     scores = [p["score"] for p in predictions]

@@ -4,75 +4,22 @@ MLFLOW_TRACKING_URI, then read back over the server's REST API."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests import servers
 from tests.helpers import QUICK, REPO
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(base: str, endpoint: str, **query) -> bytes:
-    url = f"{base}{endpoint}?{urllib.parse.urlencode(query)}" if query else f"{base}{endpoint}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read()
+_get = servers.http_get
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [
-        str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "server-artifacts"),
-    ]  # fmt: skip
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if _get(base, "/health").strip() == b"OK":
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    with servers.mlflow_server(tmp_path) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-    # stopped for real: its workers no longer answer on the port either
-    deadline = time.monotonic() + 20
-    while _listening(port) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _listening(port), f"mlflow server still listening on port {port}"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 SECRET = "s3cret-pw"
@@ -99,18 +46,7 @@ def test_run_logged_to_a_server_reads_back_over_rest(mlflow_server, tmp_path):
     assert "aead-user:***@127.0.0.1" in done.stdout  # masked, not dropped
     assert _files_holding(tmp_path / "out", SECRET) == []
 
-    experiment = json.loads(
-        _get(
-            mlflow_server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="server-test"
-        )
-    )["experiment"]
-    request = urllib.request.Request(
-        f"{mlflow_server}/api/2.0/mlflow/runs/search",
-        data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.loads(response.read())["runs"]
+    runs = servers.rest_runs(mlflow_server, "server-test")
     assert len(runs) == 1
     run = runs[0]
     assert run["info"]["status"] == "FINISHED"
