@@ -28,10 +28,9 @@ from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.detector import log_detector, model_errors
 from aead.errors import ConfigError
-from aead.losses import score_images
 from aead.metrics import detection_metrics
-from aead.models import encoder_of
-from aead.scores import FitContext, Score, Scored, build_score
+from aead.models import encoder_of, model_settings
+from aead.scores import Companion, FitContext, Score, Scored, build_score
 from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import (
@@ -285,6 +284,20 @@ def _fetch_shared(cache: ModelCache, shared, key: str, run_id: str):
     return cached, (f"found on the tracking server in run {run_id}" if cached else reason)
 
 
+def _auxiliary_model(cfg, model_cfg: dict, loss_name: str, data, tracker, cache, shared, tag: str):
+    """Trains (or reuses, through the cache) an autoencoder other than the run's own, with the
+    run's trainer settings and seed; tags the run `<tag>_source` / `<tag>_trained_by_run`."""
+    trainer = _container(cfg.trainer)
+    key, fields = training_key(model_cfg, loss_name, trainer, cfg.seed, data)
+
+    def train():
+        return train_autoencoder(model_cfg, loss_name, trainer, *data)
+
+    got = train_or_reuse(cache, key, fields, train, tracker, shared)
+    tracker.set_tags({f"{tag}_source": got.source, f"{tag}_trained_by_run": got.trained_by})
+    return Detector(got.model, "autoencoder", loss_name, data[1], got.source)
+
+
 def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache, shared=None):
     """For score=background: trains (or reuses) the run's autoencoder on perturbed normal
     images and returns its per-image error function. None for a classifier."""
@@ -292,24 +305,36 @@ def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache,
         return None
 
     def factory(perturb):
-        x_train, x_val = perturb(splits.x_train), perturb(splits.x_val)
-        trainer = _container(cfg.trainer)
-        key, fields = training_key(
-            _container(cfg.model), cfg.loss.name, trainer, cfg.seed, (x_train, x_val)
-        )
         log.info("background model for score=background:")
+        data = (perturb(splits.x_train), perturb(splits.x_val))
+        background = _auxiliary_model(
+            cfg, _container(cfg.model), cfg.loss.name, data, tracker, cache, shared,
+            "aead.background",
+        )  # fmt: skip
+        background.error_name = cfg.loss.score
+        return lambda images: background.errors(images, int(cfg.trainer.batch_size))[0]
 
-        def train():
-            return train_autoencoder(_container(cfg.model), cfg.loss.name, trainer, x_train, x_val)
+    return factory
 
-        got = train_or_reuse(cache, key, fields, train, tracker, shared)
-        tracker.set_tags(
-            {"aead.background_source": got.source, "aead.background_trained_by_run": got.trained_by}
-        )
-        model = got.model
+
+def companion_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache, shared=None):
+    """For score=companion: trains (or reuses) another autoencoder, conf/model/<name> with the
+    given loss, on the run's normal images; None for a classifier. Tags
+    aead.companion.<model>_<loss>_source / _trained_by_run."""
+    if cfg.model.kind == "classifier":
+        return None
+
+    def factory(model_name: str, loss_name: str) -> Companion:
+        model_cfg = model_settings(model_name)
+        if model_cfg.get("kind") != "autoencoder":
+            raise ConfigError(f"score.model must be an autoencoder, got {model_name}")
+        log.info("companion model for score=companion: %s, %s", model_name, loss_name)
+        data = (splits.x_train, splits.x_val)
+        tag = f"aead.companion.{model_name}_{loss_name}"
+        companion = _auxiliary_model(cfg, model_cfg, loss_name, data, tracker, cache, shared, tag)
         batch = int(cfg.trainer.batch_size)
-        return lambda images: score_images(
-            images, model.predict(images, batch_size=batch, verbose=0), cfg.loss.score
+        return Companion(
+            lambda images: companion.errors(images, batch)[0], companion.encoder(batch)
         )
 
     return factory
@@ -525,6 +550,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
                 train_images=splits.x_train if cfg.model.kind != "classifier" else None,
                 encoder=detector.encoder(batch),
                 backgrounds=background_factory(cfg, splits, tracker, cache, shared),
+                companions=companion_factory(cfg, splits, tracker, cache, shared),
             ),
         )
         lifecycle.set_stage("scoring")

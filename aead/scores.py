@@ -12,6 +12,9 @@ was trained on. Two published corrections, each one registered class chosen by `
   background statistics but not the semantics.
 - `latent_knn`: the distance of an image's code (the autoencoder's bottleneck) to its k
   nearest codes of normal training images: how far from anything normal the model maps it.
+- `ensemble`: the mean of member scores, each standardized on the normal validation images.
+- `companion`: a score computed on another autoencoder trained on the same normal images
+  (an ensemble member, so that two models' strengths add up).
 
 The contract: `fit(validation, context)` once, on the held-out normal validation images and
 what the context offers (normal training images, the detector's encoder, background models;
@@ -37,6 +40,20 @@ BackgroundFactory = Callable[[ImageFunction], ImageFunction]
 
 
 @dataclass
+class Companion:
+    """Another autoencoder trained on the run's normal images: its per-image errors and its
+    encoder (images -> codes)."""
+
+    errors: ImageFunction
+    encoder: ImageFunction
+
+
+# Trains (or reuses) the autoencoder conf/model/<model> with loss <loss> on the run's normal
+# training images (same trainer settings and seed) and returns it as a Companion.
+CompanionFactory = Callable[[str, str], Companion]
+
+
+@dataclass
 class Scored:
     """Images with the detector's per-image errors."""
 
@@ -51,6 +68,7 @@ class FitContext:
     train_images: np.ndarray | None = None  # the normal training images
     encoder: ImageFunction | None = None  # images -> the detector's codes (autoencoders)
     backgrounds: BackgroundFactory | None = None
+    companions: CompanionFactory | None = None
 
 
 class Score:
@@ -367,3 +385,52 @@ class EnsembleScore(Score):
 
     def describe(self, error_name: str) -> str:
         return "mean z of " + ", ".join(m.describe(error_name) for m in self.members)
+
+
+# ----------------------------------------------------------------------------- companion
+
+
+@register
+class CompanionScore(Score):
+    """A score of another autoencoder (`model`, trained with `loss` on the run's normal
+    images, cached like any model), e.g. the dense AE's complexity-corrected error as an
+    ensemble member beside the run's own conv AE's code distance: two models that miss
+    different anomalies."""
+
+    name = "companion"
+    SETTINGS = ("model", "loss", "score")
+    deployable = False  # it needs the companion model too
+
+    def __init__(self, settings: Mapping):
+        super().__init__(settings)
+        if not self.settings.get("model") or not self.settings.get("loss"):
+            raise ConfigError("score=companion needs score.model and score.loss (e.g. dense, mse)")
+        inner = dict(self.settings.get("score") or {"name": "raw"})
+        if inner.get("name") in (self.name, "background"):
+            raise ConfigError(f"score=companion cannot score with {inner.get('name')}")
+        self.inner = build_score(inner)
+
+    def fit(self, validation: Scored, context: FitContext | None = None) -> None:
+        if context is None or context.companions is None or context.train_images is None:
+            raise ConfigError("score=companion needs an autoencoder run (its normal images)")
+        companion = context.companions(self.settings["model"], self.settings["loss"])
+        self.companion_errors = companion.errors
+        inner_context = FitContext(train_images=context.train_images, encoder=companion.encoder)
+        self.inner.fit(self._scored(validation.images), inner_context)
+
+    def _scored(self, images: np.ndarray) -> Scored:
+        return Scored(images, self.companion_errors(images))
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        if not hasattr(self, "companion_errors"):
+            raise RuntimeError("score=companion: fit() first")
+        return self.inner(self._scored(scored.images))
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        return f"{self.inner.label} of the {s['model']} AE ({s['loss']})"
+
+    def describe(self, error_name: str) -> str:
+        s = self.settings
+        return f"{self.inner.describe(s['loss'])} of the {s['model']} AE"

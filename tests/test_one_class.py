@@ -47,7 +47,16 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
         "conv_mse_latent_knn_unscaled": ("conv", "mse", "latent_knn", "none"),
         "dense_mse_raw": ("dense", "mse", "raw", None),
         "dense_mse_complexity": ("dense", "mse", "complexity", None),
+        "conv_knn_dense_complexity": ("conv", "mse", "ensemble", None),
     }
+    with hydra_config():
+        pair = compose(
+            "config", ["experiment=one_class_benchmark", "+detector=conv_knn_dense_complexity"]
+        ).score.members
+    # the two-model cell: the conv AE's codes beside the dense AE's complexity-corrected error,
+    # with the same settings as its single-model cells (so it reuses their trained models)
+    assert [m.name for m in pair] == ["latent_knn", "companion"]
+    assert (pair[1].model, pair[1].loss, pair[1].score.name) == ("dense", "mse", "complexity")
 
 
 def _fake_runs() -> pd.DataFrame:

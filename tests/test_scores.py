@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from aead.pipeline import RunContext, run
 from aead.scores import (
     SCORES,
+    Companion,
     FitContext,
     Scored,
     build_score,
@@ -26,7 +27,7 @@ def _textured(seed: int = 0) -> np.ndarray:
 def test_every_config_option_is_registered():
     names = sorted(p.stem for p in (CONF / "score").glob("*"))
     assert names == sorted(SCORES)
-    assert names == ["background", "complexity", "ensemble", "latent_knn", "raw"]
+    assert names == ["background", "companion", "complexity", "ensemble", "latent_knn", "raw"]
 
 
 def test_raw_is_the_error_itself():
@@ -129,6 +130,41 @@ def test_ensemble_is_the_mean_of_validation_standardized_members():
         build_score({"name": "ensemble", "members": []})
 
 
+def test_companion_scores_the_other_models_errors_and_codes():
+    images = np.concatenate([_textured(s) for s in range(6)])
+    asked = []
+
+    def companions(model, loss):
+        asked.append((model, loss))
+        return Companion(
+            errors=lambda x: x.reshape(len(x), -1).mean(axis=1) * 10,
+            encoder=lambda x: x.reshape(len(x), -1)[:, :2],
+        )
+
+    context = FitContext(train_images=images, companions=companions)
+    raw = build_score({"name": "companion", "model": "dense", "loss": "mse"})
+    raw.fit(Scored(images, np.zeros(6)), context)
+    own_errors = np.full(6, 99.0)  # the run's own model's errors play no part
+    expected = images.reshape(6, -1).mean(axis=1) * 10
+    np.testing.assert_allclose(raw(Scored(images, own_errors)), expected, rtol=1e-6)
+    assert asked == [("dense", "mse")]
+    # an inner score that needs codes gets the companion's encoder
+    knn = build_score(
+        {"name": "companion", "model": "dense", "loss": "mse",
+         "score": {"name": "latent_knn", "k": 1, "normalize": "none"}}
+    )  # fmt: skip
+    knn.fit(Scored(images, np.zeros(6)), context)
+    np.testing.assert_allclose(knn(Scored(images, own_errors)), np.zeros(6), atol=1e-12)
+    with pytest.raises(ValueError, match="needs score.model and score.loss"):
+        build_score({"name": "companion", "model": "dense"})
+    with pytest.raises(ValueError, match="needs an autoencoder run"):
+        raw.fit(Scored(images, np.zeros(6)), FitContext(train_images=images))
+    assert not raw.deployable
+    assert not build_score(
+        {"name": "ensemble", "members": [{"name": "raw"}, raw.settings]}
+    ).deployable
+
+
 def test_perturbation_is_seeded_and_in_range():
     images = _textured()
     a, b = perturb_pixels(images, 0.2, seed=1), perturb_pixels(images, 0.2, seed=1)
@@ -155,7 +191,9 @@ def test_bad_score_settings_say_what_is_accepted(settings, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("score", ["raw", "complexity", "background", "latent_knn", "ensemble"])
+@pytest.mark.parametrize(
+    "score", ["raw", "complexity", "background", "latent_knn", "ensemble", "companion"]
+)
 def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
     cfg = make_config("model=dense", "loss=mse", f"score={score}", "tracking.log_model=false")
     result = run(cfg, RunContext(base_dir=str(tmp_path)))
@@ -174,6 +212,8 @@ def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
         tags = client.get_run(again.run_id).data.tags
         assert tags["aead.model_source"] == tags["aead.background_source"] == "reused"
         assert again.metrics["roc_auc"] == result.metrics["roc_auc"]
+    if score == "companion":  # dense + mse: the run's own model serves as its companion
+        assert logged.data.tags["aead.companion.dense_mse_source"] == "reused"
 
 
 def test_max_z_flags_simple_anomalies_and_large_errors_alike():
