@@ -34,6 +34,10 @@ def test_experiments_are_one_copy_served_as_the_experiment_group():
     )  # fmt: skip
     assert done.returncode == 2
     assert f"choose one of {', '.join(names)}" in done.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "aead.run", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert f"experiment: {', '.join(names)}" in helped.stdout  # --help lists them as a group
 
 
 def test_a_users_config_dir_adds_models_and_experiments(tmp_path):

@@ -2,18 +2,30 @@
 top-level `experiments/` folder, shipped in the wheel): Hydra names a group after its folder,
 and the project keeps named experiments in `experiments/`, not in `conf/experiment/`. This
 config source mounts that package as the group, so there is one copy of each file and no
-symlink. conf/config.yaml adds it to the search path: `aead-experiments://aead.experiments`.
+symlink. The search path plugin below adds it wherever aead's own configs are searched
+(so `--help` lists the experiments too), and nowhere else.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 GROUP = "experiment"
+AEAD_CONFIGS = "pkg://aead.conf"
+EXPERIMENTS = "aead-experiments://aead.experiments"
+
+
+class ExperimentsSearchPath(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        paths = [entry.path for entry in search_path.get_path()]
+        if AEAD_CONFIGS in paths and EXPERIMENTS not in paths:
+            search_path.append(provider="aead", path=EXPERIMENTS)
 
 
 class ExperimentsConfigSource(ConfigSource):
