@@ -284,9 +284,12 @@ def _fetch_shared(cache: ModelCache, shared, key: str, run_id: str):
     return cached, (f"found on the tracking server in run {run_id}" if cached else reason)
 
 
-def _auxiliary_model(cfg, model_cfg: dict, loss_name: str, data, tracker, cache, shared, tag: str):
+def _auxiliary_model(
+    cfg, model_cfg: dict, loss_name: str, data, tracker, cache, shared, tag: str, error_name=None
+) -> Detector:
     """Trains (or reuses, through the cache) an autoencoder other than the run's own, with the
-    run's trainer settings and seed; tags the run `<tag>_source` / `<tag>_trained_by_run`."""
+    run's trainer settings and seed; tags the run `<tag>_source` / `<tag>_trained_by_run`.
+    Its errors are `error_name` (default: the training loss)."""
     trainer = _container(cfg.trainer)
     key, fields = training_key(model_cfg, loss_name, trainer, cfg.seed, data)
 
@@ -295,7 +298,7 @@ def _auxiliary_model(cfg, model_cfg: dict, loss_name: str, data, tracker, cache,
 
     got = train_or_reuse(cache, key, fields, train, tracker, shared)
     tracker.set_tags({f"{tag}_source": got.source, f"{tag}_trained_by_run": got.trained_by})
-    return Detector(got.model, "autoencoder", loss_name, data[1], got.source)
+    return Detector(got.model, "autoencoder", error_name or loss_name, data[1], got.source)
 
 
 def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache, shared=None):
@@ -309,9 +312,8 @@ def background_factory(cfg: DictConfig, splits: Splits, tracker: Tracker, cache,
         data = (perturb(splits.x_train), perturb(splits.x_val))
         background = _auxiliary_model(
             cfg, _container(cfg.model), cfg.loss.name, data, tracker, cache, shared,
-            "aead.background",
+            "aead.background", error_name=cfg.loss.score,
         )  # fmt: skip
-        background.error_name = cfg.loss.score
         return lambda images: background.errors(images, int(cfg.trainer.batch_size))[0]
 
     return factory

@@ -21,7 +21,9 @@ def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("jobs")
-    return uri, client, experiment
+    yield uri, client, experiment
+    for run in client.search_runs([experiment], "attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, "FINISHED")  # the workers' runs end with the test
 
 
 def _worker(store, poll_s=0.1) -> SharedModels:
