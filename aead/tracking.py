@@ -378,11 +378,12 @@ def sweep_job_records(
     """How each job of this sweep started since `since` (epoch seconds) ended, as the tracking
     store has it, in the form of aead.sweeps' job records: on a cluster, jobs that ran on other
     machines leave their record files there, but their runs here."""
-    experiment = retrying(MlflowClient(tracking_uri).get_experiment_by_name, experiment_name)
+    client = MlflowClient(tracking_uri)
+    experiment = retrying(client.get_experiment_by_name, experiment_name)
     if experiment is None:
         return []
     runs = retrying(
-        MlflowClient(tracking_uri).search_runs,
+        client.search_runs,
         [experiment.experiment_id],
         f"tags.sweep_id = '{sweep_id}' and attributes.start_time >= {int(since * 1000)}",
     )
