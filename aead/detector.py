@@ -74,23 +74,13 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         self.score.bind(_encoder(self.model, self.kind, self.batch_size))
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from aead.losses import model_errors
         from aead.scores import Scored
 
         images = as_images(model_input)
         errors, _ = model_errors(self.model, self.kind, self.error_name, images, self.batch_size)
         scores = self.score(Scored(images, errors))
         return pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
-
-
-def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
-    """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
-    the reconstructions, or None for a classifier)."""
-    from aead.losses import score_images
-
-    predicted = model.predict(images, batch_size=batch, verbose=0)
-    if kind == "classifier":
-        return predicted.reshape(-1).astype(np.float64), None
-    return score_images(images, predicted, error_name), predicted
 
 
 def _encoder(model, kind: str, batch: int):

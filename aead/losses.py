@@ -73,3 +73,12 @@ def score_images(
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
+
+
+def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
+    """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
+    the reconstructions, or None for a classifier)."""
+    predicted = model.predict(images, batch_size=batch, verbose=0)
+    if kind == "classifier":
+        return predicted.reshape(-1).astype(np.float64), None
+    return score_images(images, predicted, error_name), predicted

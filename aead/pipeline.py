@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from aead import lifecycle, plots, shared_models
 from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
-from aead.detector import log_detector, model_errors
 from aead.errors import ConfigError
+from aead.losses import model_errors
 from aead.metrics import detection_metrics
 from aead.models import encoder_of, model_settings
 from aead.scores import Companion, FitContext, Score, Scored, build_score
@@ -442,6 +442,8 @@ def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch,
     if not score.deployable:
         tracker.set_tags({"aead.detector": f"not logged: score={score.name} is not deployable"})
         return
+    from aead.detector import log_detector  # MLflow's pyfunc stack: only when logging one
+
     example = np.round(images[..., 0] * 255).astype(np.uint8)
     retrying(
         log_detector, detector.model, detector.kind, detector.error_name, score, threshold,
