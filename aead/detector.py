@@ -86,10 +86,9 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 def _encoder(model, kind: str, batch: int):
     if kind == "classifier":
         return None
-    from aead.models import encoder_of
+    from aead.models import Encoder
 
-    encoder = encoder_of(model)
-    return lambda images: encoder.predict(images, batch_size=batch, verbose=0)
+    return Encoder(model, batch)
 
 
 def log_detector(model, kind: str, error_name: str, score, threshold, batch_size: int, example):

@@ -126,9 +126,11 @@ def stage() -> str:
 
 @contextmanager
 def critical() -> Iterator[None]:
-    """A section a signal must not cut in half (a write to the tracking store: interrupted
-    there, SQLite can keep a lock that the run's own clean-up then waits on). A signal that
-    arrives inside is raised when the outermost section ends."""
+    """A section a signal must not cut in half: a write to the tracking store (interrupted
+    there, SQLite can keep a lock that the run's own clean-up then waits on) or TensorFlow
+    work (an exception raised between two of its native calls corrupts its runtime: seen as
+    "Failed to find function" errors and glibc aborts). A signal that arrives inside is
+    raised when the outermost section ends, or earlier at a `raise_pending()` safe point."""
     _critical["depth"] += 1
     try:
         yield
@@ -138,6 +140,15 @@ def critical() -> Iterator[None]:
         if _critical["depth"] == 0 and pending is not None:
             _critical["pending"] = None
             raise pending
+
+
+def raise_pending() -> None:
+    """A safe point inside a long critical section (Keras calls it after every batch): the
+    signal received meanwhile, if any, is raised here."""
+    pending = _critical["pending"]
+    if pending is not None:
+        _critical["pending"] = None
+        raise pending
 
 
 def end_reason(signum: int) -> str:

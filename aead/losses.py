@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aead import lifecycle
 from aead.errors import ConfigError
 
 _EPSILON = 1e-7
@@ -78,7 +79,8 @@ def score_images(
 def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
     """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
     the reconstructions, or None for a classifier)."""
-    predicted = model.predict(images, batch_size=batch, verbose=0)
-    if kind == "classifier":
-        return predicted.reshape(-1).astype(np.float64), None
-    return score_images(images, predicted, error_name), predicted
+    with lifecycle.critical():  # a signal waits until TensorFlow is done (see lifecycle)
+        predicted = model.predict(images, batch_size=batch, verbose=0)
+        if kind == "classifier":
+            return predicted.reshape(-1).astype(np.float64), None
+        return score_images(images, predicted, error_name), predicted

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from aead import lifecycle
 from aead.errors import ConfigError
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -108,3 +109,42 @@ def encoder_of(autoencoder: keras.Model) -> keras.Model:
     ]
     bottleneck = min(layers_, key=size)  # min() keeps the first of equal sizes
     return keras.Model(autoencoder.inputs, bottleneck.output, name="encoder")
+
+
+def encoder_stages(autoencoder: keras.Model) -> keras.Model:
+    """The encoder's stage outputs, bottleneck last: each down-sampling (max-pool) output of
+    a conv AE, each Dense layer's output of a dense AE, up to the bottleneck."""
+    bottleneck = encoder_of(autoencoder).outputs[0]
+    outputs = []
+    for layer in autoencoder.layers:
+        if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.Dense):
+            outputs.append(layer.output)
+        if layer.output is bottleneck:
+            break
+    if not outputs or outputs[-1] is not bottleneck:
+        outputs.append(bottleneck)
+    return keras.Model(autoencoder.inputs, outputs, name="encoder_stages")
+
+
+class Encoder:
+    """images -> an autoencoder's codes (its bottleneck), or with stages() every encoder
+    stage's output (bottleneck last), each flattened to one row per image."""
+
+    def __init__(self, autoencoder: keras.Model, batch_size: int):
+        self.autoencoder, self.batch_size = autoencoder, batch_size
+        self._codes = encoder_of(autoencoder)
+        self._stages: keras.Model | None = None  # built on first use
+
+    def _predict(self, model: keras.Model, images: np.ndarray) -> list[np.ndarray]:
+        with lifecycle.critical():  # a signal waits until TensorFlow is done
+            out = model.predict(images, batch_size=self.batch_size, verbose=0)
+        out = out if isinstance(out, list | tuple) else [out]
+        return [np.asarray(a).reshape(len(a), -1) for a in out]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._predict(self._codes, images)[0]
+
+    def stages(self, images: np.ndarray) -> list[np.ndarray]:
+        if self._stages is None:
+            self._stages = encoder_stages(self.autoencoder)
+        return self._predict(self._stages, images)

@@ -29,7 +29,7 @@ from aead.data import Splits, build_splits
 from aead.errors import ConfigError
 from aead.losses import model_errors
 from aead.metrics import detection_metrics
-from aead.models import encoder_of, model_settings
+from aead.models import Encoder, model_settings
 from aead.scores import Companion, FitContext, Score, Scored, build_score
 from aead.secrets import redact
 from aead.thresholds import Threshold, fit_threshold
@@ -90,12 +90,10 @@ class Detector:
         """(per-image errors, or probabilities for a classifier; reconstructions or None)."""
         return model_errors(self.model, self.kind, self.error_name, images, batch_size)
 
-    def encoder(self, batch_size: int):
-        """images -> the autoencoder's bottleneck codes; None for a classifier."""
-        if self.kind == "classifier":
-            return None
-        encoder = encoder_of(self.model)
-        return lambda images: encoder.predict(images, batch_size=batch_size, verbose=0)
+    def encoder(self, batch_size: int) -> Encoder | None:
+        """images -> the autoencoder's bottleneck codes (and its stages); None for a
+        classifier."""
+        return None if self.kind == "classifier" else Encoder(self.model, batch_size)
 
 
 # Settings that change where or how a run is recorded or computed, not its result: they are

@@ -280,11 +280,15 @@ class BackgroundScore(Score):
 class LatentKnnScore(Score):
     """Mean Euclidean distance from an image's code to its k nearest codes of the normal
     training images. The reconstruction error asks 'can the decoder redraw it?', which
-    simple anomalies pass; this asks 'does the encoder map it near anything normal?'."""
+    simple anomalies pass; this asks 'does the encoder map it near anything normal?'.
+    stages='all': the same distance at every encoder stage (strokes and parts in the early
+    stages, the whole shape at the bottleneck), each standardized on the normal validation
+    images, then averaged."""
 
     name = "latent_knn"
-    SETTINGS = ("k", "normalize")
+    SETTINGS = ("k", "normalize", "stages")
     NORMALIZE = ("none", "l2")
+    STAGES = ("bottleneck", "all")
 
     def __init__(self, settings: Mapping):
         super().__init__(settings)
@@ -296,15 +300,28 @@ class LatentKnnScore(Score):
             raise ConfigError(
                 f"unknown score.normalize '{self.normalize}'; choose one of {list(self.NORMALIZE)}"
             )
+        self.stages = self.settings.get("stages", "bottleneck")
+        if self.stages not in self.STAGES:
+            raise ConfigError(
+                f"unknown score.stages '{self.stages}'; choose one of {list(self.STAGES)}"
+            )
 
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         from sklearn.neighbors import NearestNeighbors
 
         if context is None or context.encoder is None or context.train_images is None:
             raise ConfigError("score=latent_knn needs an autoencoder (its encoder's codes)")
+        if self.stages == "all" and not hasattr(context.encoder, "stages"):
+            raise ConfigError("score.stages=all needs an autoencoder's encoder stages")
         self.encoder = context.encoder
-        codes = self._codes(context.train_images)
-        self.neighbours = NearestNeighbors(n_neighbors=min(self.k, len(codes))).fit(codes)
+        self.neighbours = [
+            NearestNeighbors(n_neighbors=min(self.k, len(codes))).fit(codes)
+            for codes in self._codes(context.train_images)
+        ]
+        self.standardize = None
+        if len(self.neighbours) > 1:  # stages on different scales weigh alike
+            distances = self._distances(validation.images)
+            self.standardize = [(d.mean(), d.std() or 1.0) for d in distances]
 
     def bind(self, encoder: ImageFunction | None) -> None:
         self.encoder = encoder
@@ -312,29 +329,52 @@ class LatentKnnScore(Score):
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "encoder"}  # bound on load
 
-    def _codes(self, images: np.ndarray) -> np.ndarray:
-        codes = np.asarray(self.encoder(images), np.float64)
-        codes = codes.reshape(len(codes), -1)
-        if self.normalize == "l2":  # distances between directions: cosine-like
-            codes = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
-        return codes
+    def _codes(self, images: np.ndarray) -> list[np.ndarray]:
+        """The codes, one array per stage (one stage: the bottleneck)."""
+        if self.stages == "all":
+            stages = self.encoder.stages(images)
+        else:
+            stages = [self.encoder(images)]
+        out = []
+        for codes in stages:
+            codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
+            if self.normalize == "l2":  # distances between directions: cosine-like
+                codes = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+            out.append(codes)
+        return out
+
+    def _distances(self, images: np.ndarray) -> list[np.ndarray]:
+        return [
+            neighbours.kneighbors(codes)[0].mean(axis=1)
+            for neighbours, codes in zip(self.neighbours, self._codes(images), strict=True)
+        ]
 
     def __call__(self, scored: Scored) -> np.ndarray:
         if not hasattr(self, "neighbours"):
             raise RuntimeError("score=latent_knn: fit() on the training codes first")
-        distances, _ = self.neighbours.kneighbors(self._codes(scored.images))
-        return distances.mean(axis=1)
+        distances = self._distances(scored.images)
+        if self.standardize is None:
+            return distances[0]
+        z = [(d - mean) / std for d, (mean, std) in zip(distances, self.standardize, strict=True)]
+        return np.mean(z, axis=0)
 
     @property
     def run_name_part(self) -> str:
-        return "-latent_knn" + ("" if self.normalize == "l2" else f"-{self.normalize}")
+        return (
+            "-latent_knn"
+            + ("" if self.normalize == "l2" else f"-{self.normalize}")
+            + ("" if self.stages == "bottleneck" else "-stages")
+        )
 
     @property
     def label(self) -> str:
-        return f"latent kNN (k={self.k}, {self.normalize})"
+        stages = "" if self.stages == "bottleneck" else ", every stage"
+        return f"latent kNN (k={self.k}, {self.normalize}{stages})"
 
     def describe(self, error_name: str) -> str:
         unit = ", unit-length codes" if self.normalize == "l2" else ""
+        if self.stages == "all":
+            return f"code distance to the {self.k} nearest normal codes, every stage{unit}"
         return f"code distance to the {self.k} nearest normal codes{unit}"
 
 

@@ -297,7 +297,9 @@ class Tracker:
 
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        signature = infer_signature(sample_input, model.predict(sample_input, verbose=0))
+        with lifecycle.critical():  # a signal waits until TensorFlow is done
+            predicted = model.predict(sample_input, verbose=0)
+        signature = infer_signature(sample_input, predicted)
         retrying(
             mlflow.keras.log_model,
             model, name=name, pip_requirements=requirements, signature=signature,

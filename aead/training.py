@@ -95,7 +95,11 @@ class TrainingMonitor(keras.callbacks.Callback):
                 )
 
     def on_train_batch_end(self, batch, logs=None):
+        lifecycle.raise_pending()  # a signal received during the batch ends training here
         self._check(logs, ("loss",))
+
+    def on_test_batch_end(self, batch, logs=None):
+        lifecycle.raise_pending()
 
     def on_epoch_end(self, epoch, logs=None):
         self._check(logs, ("loss", "val_loss"))
@@ -119,6 +123,25 @@ def _compile(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
     return model
 
 
+def _fit(
+    model: keras.Model, x, y, validation, trainer: Mapping, callbacks, **options
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    # a signal must not cut TensorFlow's work in half: it ends training between two batches
+    with lifecycle.critical():
+        history = model.fit(
+            x,
+            y,
+            validation_data=validation,
+            epochs=int(trainer["epochs"]),
+            batch_size=int(trainer["batch_size"]),
+            shuffle=True,
+            callbacks=_callbacks(trainer, callbacks),
+            verbose=_verbosity(trainer.get("verbose")),
+            **options,
+        )
+    return model, {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
+
+
 def train_autoencoder(
     model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -127,17 +150,7 @@ def train_autoencoder(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
     )  # fmt: skip
-    history = model.fit(
-        x_train,
-        x_train,
-        validation_data=(x_val, x_val),
-        epochs=int(trainer["epochs"]),
-        batch_size=int(trainer["batch_size"]),
-        shuffle=True,
-        callbacks=_callbacks(trainer, callbacks),
-        verbose=_verbosity(trainer.get("verbose")),
-    )
-    return model, {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
+    return _fit(model, x_train, x_train, (x_val, x_val), trainer, callbacks)
 
 
 def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:
@@ -174,22 +187,16 @@ def train_classifier(
         model.name, f"{model.count_params():,}", f"{len(x_tr):,}", int(y_tr.sum()),
         {c: round(w, 3) for c, w in weights.items()},
     )  # fmt: skip
-    history = model.fit(
-        x_tr,
-        y_tr.astype("float32"),
-        validation_data=(x_val, y_val.astype("float32")),
-        epochs=int(trainer["epochs"]),
-        batch_size=int(trainer["batch_size"]),
+    return _fit(
+        model, x_tr, y_tr.astype("float32"), (x_val, y_val.astype("float32")), trainer, callbacks,
         class_weight=weights,
-        shuffle=True,
-        callbacks=_callbacks(trainer, callbacks),
-        verbose=_verbosity(trainer.get("verbose")),
-    )
-    return model, {"train_loss": history.history["loss"], "val_loss": history.history["val_loss"]}
+    )  # fmt: skip
 
 
 def predict_probability(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1).astype(np.float64)
+    with lifecycle.critical():  # a signal waits until TensorFlow is done
+        predicted = model.predict(images, batch_size=batch_size, verbose=0)
+    return predicted.reshape(-1).astype(np.float64)
 
 
 def cross_validate_classifier(

@@ -48,6 +48,7 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
         "dense_mse_raw": ("dense", "mse", "raw", None),
         "dense_mse_complexity": ("dense", "mse", "complexity", None),
         "conv_knn_dense_complexity": ("conv", "mse", "ensemble", None),
+        "conv_stages_knn_dense_complexity": ("conv", "mse", "ensemble", None),
     }
     with hydra_config():
         pair = compose(
@@ -57,6 +58,16 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
     # with the same settings as its single-model cells (so it reuses their trained models)
     assert [m.name for m in pair] == ["latent_knn", "companion"]
     assert (pair[1].model, pair[1].loss, pair[1].score.name) == ("dense", "mse", "complexity")
+    with hydra_config():
+        trio = compose(
+            "config",
+            ["experiment=one_class_benchmark", "+detector=conv_stages_knn_dense_complexity"],
+        ).score.members
+    # every encoder stage's codes, as directions and as they are, beside the same companion
+    assert [(m.name, m.get("normalize"), m.get("stages")) for m in trio] == [
+        ("latent_knn", "l2", "all"), ("latent_knn", "none", "all"), ("companion", None, None)
+    ]  # fmt: skip
+    assert trio[2] == pair[1]
 
 
 def _fake_runs() -> pd.DataFrame:

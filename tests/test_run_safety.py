@@ -111,3 +111,33 @@ def test_every_log_record_is_masked_once_installed():
         assert record.getMessage() == "\t#0 : tracking.uri=http://u:***@h"
     finally:
         logging.setLogRecordFactory(original)
+
+
+SIGNAL_IN_CRITICAL_SECTION = """
+import os, signal
+from aead import lifecycle
+lifecycle.install_signal_handlers()
+with lifecycle.critical():
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("still running inside", flush=True)  # TensorFlow's work is not cut in half
+    try:
+        lifecycle.raise_pending()  # a safe point: Keras calls it after every batch
+    except lifecycle.Interrupted as exc:
+        print("raised at the safe point:", exc.reason, flush=True)
+        raise SystemExit(exc.exit_code)
+"""
+
+
+def test_a_signal_inside_a_critical_section_waits_for_a_safe_point():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_CRITICAL_SECTION], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == [
+        "still running inside",
+        "raised at the safe point: SIGTERM during start-up",
+    ], done.stderr
+    assert done.returncode == 143

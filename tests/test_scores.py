@@ -91,6 +91,62 @@ def test_latent_knn_is_the_mean_distance_to_the_nearest_training_codes():
     np.testing.assert_allclose(unit(Scored(query, np.zeros(2))), [0.0, 0.0], atol=1e-12)
 
 
+class _StagedEncoder:
+    """A fake encoder with two stages: stage 1 reads pixel (0, 0), the bottleneck pixel (0, 1)."""
+
+    def __call__(self, images):
+        return self.stages(images)[-1]
+
+    def stages(self, images):
+        return [images[:, 0, 0, :], images[:, 0, 1, :]]
+
+
+def test_latent_knn_at_every_stage_averages_validation_standardized_distances():
+    rng = np.random.default_rng(0)
+    train, validation, query = (rng.random((n, 28, 28, 1)).astype(np.float32) for n in (50, 30, 7))
+    validation[:, 0, 0, 0] *= 10  # stage 1's distances on a larger scale than the bottleneck's
+    query[:, 0, 0, 0] *= 10
+    context = FitContext(train_images=train, encoder=_StagedEncoder())
+    staged = build_score({"name": "latent_knn", "k": 3, "normalize": "none", "stages": "all"})
+    staged.fit(Scored(validation, np.zeros(30)), context)
+
+    def distances(stage, images):  # each stage on its own, as the bottleneck-only score
+        one = build_score({"name": "latent_knn", "k": 3, "normalize": "none"})
+        one.fit(Scored(train, np.zeros(50)), FitContext(train_images=train, encoder=stage))
+        return one(Scored(images, np.zeros(len(images))))
+
+    expected = 0
+    for stage in (lambda x: x[:, 0, 0, :], lambda x: x[:, 0, 1, :]):
+        reference = distances(stage, validation)
+        expected += (distances(stage, query) - reference.mean()) / reference.std() / 2
+    np.testing.assert_allclose(staged(Scored(query, np.zeros(7))), expected)
+    # the bottleneck setting reads the last stage only
+    bottleneck = build_score({"name": "latent_knn", "k": 3, "normalize": "none"})
+    bottleneck.fit(Scored(validation, np.zeros(30)), context)
+    np.testing.assert_allclose(
+        bottleneck(Scored(query, np.zeros(7))), distances(lambda x: x[:, 0, 1, :], query)
+    )
+    with pytest.raises(ValueError, match="needs an autoencoder's encoder stages"):
+        staged.fit(Scored(validation, np.zeros(30)), FitContext(train_images=train, encoder=len))
+
+
+@pytest.mark.parametrize(
+    "model, stage_shapes",
+    [
+        ({"name": "dense", "units": [200, 100, 50, 25]}, [200, 100, 50, 25]),
+        ({"name": "conv", "filters": [16, 8, 8]}, [14 * 14 * 16, 7 * 7 * 8, 4 * 4 * 8]),
+    ],
+)
+def test_encoder_stages_end_at_the_bottleneck(model, stage_shapes):
+    from aead.models import Encoder, build_model
+
+    encoder = Encoder(build_model(model), batch_size=8)
+    images = np.concatenate([_textured(0), _textured(1)])
+    stages = encoder.stages(images)
+    assert [s.shape for s in stages] == [(2, n) for n in stage_shapes]
+    np.testing.assert_allclose(stages[-1], encoder(images), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "model, code_shape",
     [
@@ -182,6 +238,7 @@ def test_perturbation_is_seeded_and_in_range():
         ({"name": "complexity", "compressor": "gif"}, "unknown score.compressor 'gif'"),
         ({"name": "complexity", "combine": "sum"}, "unknown score.combine 'sum'"),
         ({"name": "latent_knn", "normalize": "l1"}, "unknown score.normalize 'l1'"),
+        ({"name": "latent_knn", "stages": "first"}, "unknown score.stages 'first'"),
     ],
 )
 def test_bad_score_settings_say_what_is_accepted(settings, message):
