@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,8 @@ import yaml
 PUBLISHED = Path(__file__).parent / "published" / "one_class.yaml"
 NORMAL_CLASS = "params.scenario.normal_class"
 DATASET = "params.scenario.dataset"
+OVERRIDES = "tags.overrides"
+CELL = re.compile(r"(?:^|\s)\+{0,2}detector=(\S+)")
 CSV_COLUMNS = ["dataset", "normal_class", "detector", "roc_auc_mean", "roc_auc_std", "n_runs"]
 
 
@@ -51,18 +54,32 @@ def detector_label(values: dict[str, str]) -> str:
     return " ".join(parts) or "detector"
 
 
+def detector_cell(overrides) -> str | None:
+    """The conf/detector cell a run was started with (`+detector=conv_mse_raw`), if any."""
+    match = CELL.search(overrides) if isinstance(overrides, str) else None
+    return match.group(1) if match else None
+
+
+def detector_labels(runs: pd.DataFrame, variants: list[str]) -> list[str]:
+    """Each run's detector: its conf/detector cell's name where every run has one and each
+    name stands for one set of settings; otherwise the settings that tell detectors apart."""
+    detectors = detector_columns(variants)
+    settings = [detector_label({c: row[c] for c in detectors}) for _, row in runs.iterrows()]
+    cells = [detector_cell(v) for v in runs[OVERRIDES]] if OVERRIDES in runs else [None]
+    if None in cells or len(set(cells)) != len(set(zip(cells, settings, strict=True))):
+        return settings
+    return cells
+
+
 def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """One row per (dataset, normal class, detector): ROC-AUC mean, sample std, n_runs, from
     the FINISHED runs' logged `roc_auc`."""
     if "metrics.roc_auc" not in runs:
         return pd.DataFrame(columns=CSV_COLUMNS)
     done = runs[(runs["status"] == "FINISHED") & runs["metrics.roc_auc"].notna()].copy()
-    detectors = detector_columns(variants)
     if DATASET not in done:
         done[DATASET] = "dataset"
-    done["_detector"] = [
-        detector_label({c: row[c] for c in detectors}) for _, row in done.iterrows()
-    ]
+    done["_detector"] = detector_labels(done, variants)
     done["_class"] = done[NORMAL_CLASS].astype(int)
     rows = []
     for (dataset, normal_class, detector), group in done.groupby(

@@ -123,6 +123,18 @@ def test_published_figures_have_their_sources():
     assert all(len(m["citation"]) > 20 for m in methods)
 
 
+def test_detectors_are_named_by_their_cells_when_each_cell_is_one_detector():
+    runs = _fake_runs()
+    variants = ["params.score.name"]
+    assert set(one_class.detector_labels(runs, variants)) == {"score=raw", "score=complexity"}
+    cells = runs["params.score.name"].map({"raw": "dense_mse_raw", "complexity": "dense_cplx"})
+    runs["tags.overrides"] = "seed=0 +detector=" + cells + " scenario.normal_class=0"
+    assert set(one_class.detector_labels(runs, variants)) == {"dense_mse_raw", "dense_cplx"}
+    # one cell name, two settings (`+detector=X score.name=...`): the settings name them
+    runs["tags.overrides"] = "+detector=dense_mse_raw"
+    assert set(one_class.detector_labels(runs, variants)) == {"score=raw", "score=complexity"}
+
+
 def test_a_sweep_without_normal_class_variation_is_not_a_benchmark():
     runs = _fake_runs()
     assert one_class.is_benchmark(runs)
@@ -150,11 +162,11 @@ def test_two_class_slice_runs_and_reports_the_logged_values(tmp_path):
     table = pd.read_csv(tmp_path / "report" / "one_class.csv")
     assert list(table.columns) == one_class.CSV_COLUMNS
     assert len(table) == 4 and set(table["normal_class"]) == {0, 1}
+    assert set(table["detector"]) == {"dense_mse_raw", "dense_mse_complexity"}  # cell names
     for _, row in table.iterrows():
-        score = row["detector"].split("score=")[1]
         logged = runs[
             (runs["params.scenario.normal_class"] == str(row["normal_class"]))
-            & (runs["params.score.name"] == score)
+            & runs["tags.overrides"].str.contains(f"+detector={row['detector']} ", regex=False)
         ]["metrics.roc_auc"]
         assert row["n_runs"] == 1 and row["roc_auc_mean"] == pytest.approx(logged.iloc[0])
     markdown = (tmp_path / "report" / "report.md").read_text()
