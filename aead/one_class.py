@@ -119,10 +119,12 @@ def tables(results: pd.DataFrame, methods: list[dict]) -> dict[str, tuple[list, 
             cells = [str(normal_class)]
             for detector in detectors:
                 hit = part[(part["normal_class"] == normal_class) & (part["detector"] == detector)]
+                if not len(hit):
+                    cells.append("–")
+                    continue
+                one = hit.iloc[0]  # a single run has no spread to show
                 cells.append(
-                    _pct(hit["roc_auc_mean"].iloc[0], hit["roc_auc_std"].iloc[0])
-                    if len(hit)
-                    else "–"
+                    _pct(one["roc_auc_mean"], one["roc_auc_std"] if one["n_runs"] > 1 else None)
                 )
             for method in cited:
                 figures = (method.get("per_class") or {}).get(dataset)

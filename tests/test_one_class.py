@@ -111,6 +111,10 @@ def test_per_class_table_means_and_published_columns():
                       *(f"{n} (published)" for n in cited)]  # fmt: skip
     assert rows[0][:3] == ["0", "92.50 ± 0.71", "90.50 ± 0.71"]
     assert rows[-1] == ["mean (2 classes)", "95.00", "93.00", "93.5", "93.9", "94.0"]
+    # one seed: a single run per cell, so no spread is shown
+    seed0 = one_class.per_class(runs[runs["params.seed"] == "0"], variants)
+    _, rows = one_class.tables(seed0, methods)["fashion_mnist"]
+    assert rows[0][:3] == ["0", "92.00", "90.00"]
 
 
 def test_published_figures_have_their_sources():
