@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from aead import lifecycle
 from aead.errors import ConfigError
+from aead.models import predict
 
 _EPSILON = 1e-7
 _IMAGE_AXES = (1, 2, 3)
@@ -79,8 +80,8 @@ def score_images(
 def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
     """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
     the reconstructions, or None for a classifier)."""
-    with lifecycle.critical():  # a signal waits until TensorFlow is done (see lifecycle)
-        predicted = model.predict(images, batch_size=batch, verbose=0)
-        if kind == "classifier":
-            return predicted.reshape(-1).astype(np.float64), None
+    predicted = predict(model, images, batch)
+    if kind == "classifier":
+        return predicted.reshape(-1).astype(np.float64), None
+    with lifecycle.critical():  # TensorFlow ops too
         return score_images(images, predicted, error_name), predicted

@@ -111,6 +111,13 @@ def encoder_of(autoencoder: keras.Model) -> keras.Model:
     return keras.Model(autoencoder.inputs, bottleneck.output, name="encoder")
 
 
+def predict(model: keras.Model, images, batch_size: int | None = None):
+    """model.predict, in a section a signal does not cut in half: an exception raised between
+    two of TensorFlow's native calls corrupts its runtime (see lifecycle.critical)."""
+    with lifecycle.critical():
+        return model.predict(images, batch_size=batch_size, verbose=0)
+
+
 def encoder_stages(autoencoder: keras.Model) -> keras.Model:
     """The encoder's stage outputs, bottleneck last: each down-sampling (max-pool) output of
     a conv AE, each Dense layer's output of a dense AE, up to the bottleneck."""
@@ -136,8 +143,7 @@ class Encoder:
         self._stages: keras.Model | None = None  # built on first use
 
     def _predict(self, model: keras.Model, images: np.ndarray) -> list[np.ndarray]:
-        with lifecycle.critical():  # a signal waits until TensorFlow is done
-            out = model.predict(images, batch_size=self.batch_size, verbose=0)
+        out = predict(model, images, self.batch_size)
         out = out if isinstance(out, list | tuple) else [out]
         return [np.asarray(a).reshape(len(a), -1) for a in out]
 

@@ -297,9 +297,9 @@ class Tracker:
 
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        with lifecycle.critical():  # a signal waits until TensorFlow is done
-            predicted = model.predict(sample_input, verbose=0)
-        signature = infer_signature(sample_input, predicted)
+        from aead.models import predict
+
+        signature = infer_signature(sample_input, predict(model, sample_input))
         retrying(
             mlflow.keras.log_model,
             model, name=name, pip_requirements=requirements, signature=signature,

@@ -18,7 +18,7 @@ from aead import lifecycle
 from aead.data import LabeledSet
 from aead.errors import ConfigError
 from aead.losses import get_loss
-from aead.models import build_model
+from aead.models import build_model, predict
 
 log = logging.getLogger("aead")
 
@@ -194,9 +194,7 @@ def train_classifier(
 
 
 def predict_probability(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    with lifecycle.critical():  # a signal waits until TensorFlow is done
-        predicted = model.predict(images, batch_size=batch_size, verbose=0)
-    return predicted.reshape(-1).astype(np.float64)
+    return predict(model, images, batch_size).reshape(-1).astype(np.float64)
 
 
 def cross_validate_classifier(
