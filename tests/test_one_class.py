@@ -49,6 +49,7 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
         "dense_mse_complexity": ("dense", "mse", "complexity", None),
         "conv_knn_dense_complexity": ("conv", "mse", "ensemble", None),
         "conv_stages_knn_dense_complexity": ("conv", "mse", "ensemble", None),
+        "conv_he_stages_knn_dense_complexity": ("conv", "mse", "ensemble", None),
     }
     with hydra_config():
         pair = compose(
@@ -68,6 +69,13 @@ def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
         ("latent_knn", "l2", "all"), ("latent_knn", "none", "all"), ("companion", None, None)
     ]  # fmt: skip
     assert trio[2] == pair[1]
+    with hydra_config():
+        he = compose(
+            "config",
+            ["experiment=one_class_benchmark", "+detector=conv_he_stages_knn_dense_complexity"],
+        )
+    # the same score on a He-initialized conv AE
+    assert he.score.members == trio and he.model.kernel_initializer == "he_normal"
 
 
 def _fake_runs() -> pd.DataFrame:
