@@ -1,6 +1,7 @@
 """Train once, score many: trained models cached under a key made of exactly what affects
-training (model, training loss, trainer settings, seed, and a fingerprint of the training
-and validation data). Runs that differ only in threshold or score function reuse the model.
+training (model, training loss, trainer settings, seed, a digest of the code that builds and
+trains models, and a fingerprint of the training and validation data: their shape, dtype and
+bytes). Runs that differ only in threshold or score function reuse the model.
 
 Each entry is checked before use (key, file checksum, loadability); a stale or corrupt entry
 is reported and retrained, never used silently.
@@ -12,8 +13,11 @@ rename, so that two writers of one key never corrupt or fail each other.
 
 from __future__ import annotations
 
+import ast
 import fcntl
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -28,15 +32,33 @@ import numpy as np
 
 import aead
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 NOT_TRAINING = ("verbose", "kfold")  # trainer keys that do not change the trained weights
+# The modules whose code shapes a trained model: the builders, the training loop and its
+# callbacks, the losses. Their code is part of the key, so that an edit retrains.
+TRAINING_CODE = ("aead.models", "aead.training", "aead.losses")
+
+
+@functools.cache
+def code_digest(modules: tuple[str, ...] = TRAINING_CODE) -> str:
+    """SHA-256 of the modules' syntax trees: any change to what the code does changes it;
+    comments and formatting do not (a re-format must not retrain every model)."""
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise ImportError(f"cannot find the source of {name} for the cache key")
+        source = Path(spec.origin).read_text()
+        digest.update(name.encode())
+        digest.update(ast.dump(ast.parse(source)).encode())
+    return digest.hexdigest()
 
 
 def _fingerprint(*arrays: np.ndarray | None) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         if array is not None:
-            digest.update(str(array.shape).encode())
+            digest.update(f"{array.shape} {array.dtype}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -52,6 +74,7 @@ def training_key(
         "aead": aead.__version__,
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
+        "code": code_digest(),
         "model": dict(model),
         "loss": loss_name,
         "trainer": {k: v for k, v in trainer.items() if k not in NOT_TRAINING},

@@ -209,6 +209,9 @@ class Splits:
     description: dict[str, str] = field(default_factory=dict)
     # labeled training data for supervised models; None when the scenario has none
     labeled: LabeledSet | None = None
+    # where a test image is also a training image (a scenario evaluated on the set it trains
+    # on): its position in x_train, else -1; None when no test image is a training image
+    test_train_index: np.ndarray | None = None
 
 
 def _limit(images: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -217,14 +220,22 @@ def _limit(images: np.ndarray, limit: int | None, rng: np.random.Generator) -> n
     return images[np.sort(rng.choice(len(images), size=int(limit), replace=False))]
 
 
+def _validation_order(
+    n: int, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training positions, validation positions) of a random validation split of n images."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {fraction}")
+    order = rng.permutation(n)
+    n_val = max(1, int(round(fraction * n)))
+    return order[n_val:], order[:n_val]
+
+
 def _split_validation(
     images: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    if not 0 < fraction < 1:
-        raise ConfigError(f"data.val_fraction must be in (0, 1), got {fraction}")
-    order = rng.permutation(len(images))
-    n_val = max(1, int(round(fraction * len(images))))
-    return images[order[n_val:]], images[order[:n_val]]
+    train, val = _validation_order(len(images), fraction, rng)
+    return images[train], images[val]
 
 
 def _labeled(normal: np.ndarray, anomalies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -316,15 +327,26 @@ def build_splits(scenario: Mapping, data: Mapping, seed: int) -> Splits:
         pool = train.images[train.labels == anomaly_class]
         planted = _sample(pool, _mixed_count(fraction, len(normal)), rng)
         mixed = _shuffled(*_labeled(normal, planted), rng)
-        x_train, x_val = _split_validation(mixed.images, val_fraction, rng)
+        train_at, val_at = _validation_order(len(mixed.images), val_fraction, rng)
+        x_train, x_val = mixed.images[train_at], mixed.images[val_at]
+        # The detector sees the set unlabeled and is evaluated on that same set, so there is
+        # no separate labeled set a supervised model could honestly train on. Scores that
+        # compare an image with the training images (latent_knn) are told which test image is
+        # which training image, so that none is its own nearest neighbour.
+        in_train = np.full(len(mixed.images), -1, np.int64)
+        in_train[train_at] = np.arange(len(train_at))
         description = {
             "normal": f"{name} class {normal_class}",
             "anomaly": f"{len(planted)} planted {name} class {anomaly_class} ({fraction:.1%})",
             "source": train.source,
+            "test_is_training": (
+                f"the whole set is evaluated: its {len(train_at)} training and {len(val_at)} "
+                "validation images; latent_knn leaves an image out of its own neighbours"
+            ),
         }
-        # The detector sees the set unlabeled and is evaluated on that same set, so there is
-        # no separate labeled set a supervised model could honestly train on.
-        return Splits(x_train, x_val, mixed.images, mixed.labels, description)
+        return Splits(
+            x_train, x_val, mixed.images, mixed.labels, description, test_train_index=in_train
+        )
 
     if kind == "noise":
         name = scenario["dataset"]

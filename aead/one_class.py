@@ -21,7 +21,9 @@ NORMAL_CLASS = "params.scenario.normal_class"
 DATASET = "params.scenario.dataset"
 OVERRIDES = "tags.overrides"
 CELL = re.compile(r"(?:^|\s)\+{0,2}detector=(\S+)")
+SEED = "params.seed"
 CSV_COLUMNS = ["dataset", "normal_class", "detector", "roc_auc_mean", "roc_auc_std", "n_runs"]
+SEED_COLUMNS = ["dataset", "detector", "seed", "roc_auc_mean", "n_classes"]
 
 
 def is_benchmark(runs: pd.DataFrame) -> bool:
@@ -71,16 +73,45 @@ def detector_labels(runs: pd.DataFrame, variants: list[str]) -> list[str]:
     return cells
 
 
-def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """One row per (dataset, normal class, detector): ROC-AUC mean, sample std, n_runs, from
-    the FINISHED runs' logged `roc_auc`."""
-    if "metrics.roc_auc" not in runs:
-        return pd.DataFrame(columns=CSV_COLUMNS)
+def _finished(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """The FINISHED runs with a logged roc_auc, with their dataset, detector, class, seed."""
     done = runs[(runs["status"] == "FINISHED") & runs["metrics.roc_auc"].notna()].copy()
     if DATASET not in done:
         done[DATASET] = "dataset"
     done["_detector"] = detector_labels(done, variants)
     done["_class"] = done[NORMAL_CLASS].astype(int)
+    done["_seed"] = done[SEED].astype(int) if SEED in done else 0
+    return done
+
+
+def per_seed(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """One row per (dataset, detector, seed): the mean ROC-AUC over the classes that seed has
+    runs for, and how many classes that is."""
+    if "metrics.roc_auc" not in runs:
+        return pd.DataFrame(columns=SEED_COLUMNS)
+    done = _finished(runs, variants)
+    # one value per class and seed first (a class run twice with one seed counts once)
+    by_class = done.groupby([DATASET, "_detector", "_seed", "_class"])["metrics.roc_auc"].mean()
+    rows = []
+    for (dataset, detector, seed), values in by_class.groupby(level=[0, 1, 2], sort=True):
+        rows.append(
+            {
+                "dataset": dataset,
+                "detector": detector,
+                "seed": int(seed),
+                "roc_auc_mean": float(values.astype(float).mean()),
+                "n_classes": len(values),
+            }
+        )
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)
+
+
+def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """One row per (dataset, normal class, detector): ROC-AUC mean, sample std, n_runs, from
+    the FINISHED runs' logged `roc_auc`."""
+    if "metrics.roc_auc" not in runs:
+        return pd.DataFrame(columns=CSV_COLUMNS)
+    done = _finished(runs, variants)
     rows = []
     for (dataset, normal_class, detector), group in done.groupby(
         [DATASET, "_class", "_detector"], sort=True
@@ -92,7 +123,7 @@ def per_class(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
                 "normal_class": int(normal_class),
                 "detector": detector,
                 "roc_auc_mean": float(values.mean()),
-                "roc_auc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "roc_auc_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                 "n_runs": len(values),
             }
         )
@@ -105,9 +136,33 @@ def _pct(mean: float, std: float | None = None) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
-def tables(results: pd.DataFrame, methods: list[dict]) -> dict[str, tuple[list, list]]:
+def mean_cell(seeds: pd.DataFrame, n_classes: int) -> str:
+    """The mean row's cell of one detector: over the seeds that have every class, the mean
+    ± sample std of the per-seed means over the classes, then each seed's mean, e.g.
+    '98.57 ± 0.07 (seed 0: 98.61, 1: 98.49, 2: 98.61)'. Seeds that miss a class are left out
+    and counted; with no complete seed, the mean over what there is, marked partial."""
+    complete = seeds[seeds["n_classes"] == n_classes].sort_values("seed")
+    partial = len(seeds) - len(complete)
+    if complete.empty:
+        return _pct(seeds["roc_auc_mean"].mean()) + " (partial)" if len(seeds) else "–"
+    values = complete["roc_auc_mean"]
+    cell = _pct(values.mean(), values.std(ddof=1) if len(values) > 1 else None)
+    each = ", ".join(
+        f"{'seed ' if i == 0 else ''}{seed}: {100 * v:.2f}"
+        for i, (seed, v) in enumerate(zip(complete["seed"], values, strict=True))
+    )
+    cell += f" ({each})"
+    if partial:
+        cell += f"; {partial} seed{'s' if partial > 1 else ''} with classes missing left out"
+    return cell
+
+
+def tables(
+    results: pd.DataFrame, methods: list[dict], seeds: pd.DataFrame | None = None
+) -> dict[str, tuple[list, list]]:
     """Per dataset: (header, rows) with one row per class and a final row with each
-    detector's mean of its per-class means (marked partial where a class has no run)."""
+    detector's mean over the classes: mean ± std over seeds of the per-seed means, and each
+    seed's (from `seeds`, per_seed's table; without it, the mean of the per-class means)."""
     out = {}
     for dataset, part in results.groupby("dataset", sort=True):
         detectors = sorted(part["detector"].unique())
@@ -132,6 +187,10 @@ def tables(results: pd.DataFrame, methods: list[dict]) -> dict[str, tuple[list, 
             rows.append(cells)
         mean_row = [f"mean ({len(classes)} classes)"]
         for detector in detectors:
+            if seeds is not None:
+                mine = seeds[(seeds["dataset"] == dataset) & (seeds["detector"] == detector)]
+                mean_row.append(mean_cell(mine, len(classes)))
+                continue
             means = part[part["detector"] == detector]["roc_auc_mean"]
             complete = len(means) == len(classes)
             mean_row.append(_pct(means.mean()) + ("" if complete else " (partial)"))
@@ -147,14 +206,15 @@ def citations(methods: list[dict]) -> list[str]:
 
 NOTE = (
     "ROC-AUC in %, mean ± sample std over seeds of the runs' logged roc_auc; the last row is "
-    "the mean over the classes. Published columns: the papers' figures (means only where the "
-    "data file has no per-class figures)."
+    "the mean over the classes: per seed, the mean over the ten classes, then the mean ± "
+    "sample std of those over the seeds, and each seed's mean. Published columns: the "
+    "papers' figures (means only where the data file has no per-class figures)."
 )
 
 
-def markdown(results: pd.DataFrame, methods: list[dict]) -> str:
+def markdown(results: pd.DataFrame, methods: list[dict], seeds: pd.DataFrame | None = None) -> str:
     lines = ["## One-class benchmark", ""]
-    for dataset, (header, rows) in tables(results, methods).items():
+    for dataset, (header, rows) in tables(results, methods, seeds).items():
         lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -163,10 +223,12 @@ def markdown(results: pd.DataFrame, methods: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def html_section(results: pd.DataFrame, methods: list[dict]) -> str:
+def html_section(
+    results: pd.DataFrame, methods: list[dict], seeds: pd.DataFrame | None = None
+) -> str:
     esc = html.escape
     parts = ["<h2>One-class benchmark</h2>", f"<p>{esc(NOTE)}</p>"]
-    for dataset, (header, rows) in tables(results, methods).items():
+    for dataset, (header, rows) in tables(results, methods, seeds).items():
         parts.append(f"<h3>{esc(dataset)}</h3><table id='one-class-{esc(dataset)}'>")
         parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         for row in rows:
@@ -177,11 +239,13 @@ def html_section(results: pd.DataFrame, methods: list[dict]) -> str:
 
 
 def write(runs: pd.DataFrame, variants: list[str], out: Path) -> tuple[str, str] | None:
-    """Writes one_class.csv; returns the (markdown, html) sections, or None when the sweep is
-    not a one-class benchmark."""
+    """Writes one_class.csv (per class) and one_class_seeds.csv (per seed); returns the
+    (markdown, html) sections, or None when the sweep is not a one-class benchmark."""
     if not is_benchmark(runs):
         return None
     results = per_class(runs, variants)
     results.to_csv(out / "one_class.csv", index=False)
+    seeds = per_seed(runs, variants)
+    seeds.to_csv(out / "one_class_seeds.csv", index=False)
     methods = published_methods()
-    return markdown(results, methods), html_section(results, methods)
+    return markdown(results, methods, seeds), html_section(results, methods, seeds)

@@ -152,7 +152,8 @@ def device_tags() -> dict[str, str]:
 
 
 def seed_everything(seed: int) -> None:
-    """Same config, same numbers: seeds Python, NumPy and TF, and makes TF ops deterministic."""
+    """Same config, same numbers: seeds Python, NumPy and TF, and makes TF ops deterministic.
+    Each model is seeded again right before it is built (training.seeded_model)."""
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
 
@@ -191,11 +192,15 @@ def obtain_detector(
 
     def train():
         callbacks = [tracker.epoch_logger()]
+        seed = int(cfg.seed)
         if classifier:
-            return train_classifier(_container(cfg.model), trainer, *split, callbacks)
+            return train_classifier(
+                _container(cfg.model), trainer, *split, seed=seed, callbacks=callbacks
+            )
         return train_autoencoder(
-            _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val, callbacks
-        )
+            _container(cfg.model), loss_name, trainer, splits.x_train, splits.x_val,
+            seed=seed, callbacks=callbacks,
+        )  # fmt: skip
 
     got = train_or_reuse(cache, key, fields, train, tracker, shared)
     if got.source == "reused":
@@ -292,7 +297,7 @@ def _auxiliary_model(
     key, fields = training_key(model_cfg, loss_name, trainer, cfg.seed, data)
 
     def train():
-        return train_autoencoder(model_cfg, loss_name, trainer, *data)
+        return train_autoencoder(model_cfg, loss_name, trainer, *data, seed=int(cfg.seed))
 
     got = train_or_reuse(cache, key, fields, train, tracker, shared)
     tracker.set_tags({f"{tag}_source": got.source, f"{tag}_trained_by_run": got.trained_by})
@@ -557,7 +562,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         )
         lifecycle.set_stage("scoring")
         val_scores = score(validation)
-        scores = score(Scored(splits.x_test, errors))
+        scores = score(Scored(splits.x_test, errors, splits.test_train_index))
         detector.score_label = score.describe(detector.error_name)
 
         threshold = fit_threshold(cfg.threshold, val_scores)

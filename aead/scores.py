@@ -59,6 +59,9 @@ class Scored:
 
     images: np.ndarray
     errors: np.ndarray
+    # for each image, its position among the training images the score was fitted on, -1 if
+    # it is not one of them (None: none is); a score must not match an image with itself
+    train_index: np.ndarray | None = None
 
 
 @dataclass
@@ -320,7 +323,7 @@ class LatentKnnScore(Score):
         ]
         self.standardize = None
         if len(self.neighbours) > 1:  # stages on different scales weigh alike
-            distances = self._distances(validation.images)
+            distances = self._distances(validation.images, validation.train_index)
             self.standardize = [(d.mean(), d.std() or 1.0) for d in distances]
 
     def bind(self, encoder: ImageFunction | None) -> None:
@@ -343,16 +346,30 @@ class LatentKnnScore(Score):
             out.append(codes)
         return out
 
-    def _distances(self, images: np.ndarray) -> list[np.ndarray]:
+    def _distances(self, images: np.ndarray, train_index=None) -> list[np.ndarray]:
         return [
-            neighbours.kneighbors(codes)[0].mean(axis=1)
+            self._mean_distance(neighbours, codes, train_index)
             for neighbours, codes in zip(self.neighbours, self._codes(images), strict=True)
         ]
+
+    @staticmethod
+    def _mean_distance(neighbours, codes: np.ndarray, train_index) -> np.ndarray:
+        """Mean distance to the k nearest training codes; an image that is itself a training
+        image (train_index >= 0) is not one of its own neighbours."""
+        k = neighbours.n_neighbors
+        if train_index is None or not (np.asarray(train_index) >= 0).any():
+            return neighbours.kneighbors(codes)[0].mean(axis=1)
+        n_fit = neighbours.n_samples_fit_
+        distances, index = neighbours.kneighbors(codes, n_neighbors=min(k + 1, n_fit))
+        others = index != np.asarray(train_index)[:, None]
+        # the first k neighbours that are not the image itself (stable: nearest first)
+        keep = np.argsort(~others, axis=1, kind="stable")[:, : min(k, n_fit - 1) or 1]
+        return np.take_along_axis(distances, keep, axis=1).mean(axis=1)
 
     def __call__(self, scored: Scored) -> np.ndarray:
         if not hasattr(self, "neighbours"):
             raise RuntimeError("score=latent_knn: fit() on the training codes first")
-        distances = self._distances(scored.images)
+        distances = self._distances(scored.images, scored.train_index)
         if self.standardize is None:
             return distances[0]
         z = [(d - mean) / std for d, (mean, std) in zip(distances, self.standardize, strict=True)]
@@ -456,15 +473,16 @@ class CompanionScore(Score):
         companion = context.companions(self.settings["model"], self.settings["loss"])
         self.companion_errors = companion.errors
         inner_context = FitContext(train_images=context.train_images, encoder=companion.encoder)
-        self.inner.fit(self._scored(validation.images), inner_context)
+        self.inner.fit(self._scored(validation), inner_context)
 
-    def _scored(self, images: np.ndarray) -> Scored:
-        return Scored(images, self.companion_errors(images))
+    def _scored(self, scored: Scored) -> Scored:
+        """The same images with the companion's errors (trained on the same images)."""
+        return Scored(scored.images, self.companion_errors(scored.images), scored.train_index)
 
     def __call__(self, scored: Scored) -> np.ndarray:
         if not hasattr(self, "companion_errors"):
             raise RuntimeError("score=companion: fit() first")
-        return self.inner(self._scored(scored.images))
+        return self.inner(self._scored(scored))
 
     @property
     def label(self) -> str:

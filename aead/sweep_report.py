@@ -128,7 +128,8 @@ def summarize(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
             values = group.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
             row[metric] = float(values.mean()) if len(values) else math.nan
             if metric in MEAN_STD:
-                row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                # one run: no spread can be known (NaN, shown without ±)
+                row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         ordered = group.sort_values(["params.seed", "run_id"]) if "params.seed" in group else group
         row["run_ids"] = list(ordered["run_id"])
         row["experiment_ids"] = list(ordered["experiment_id"])
@@ -188,7 +189,8 @@ def _fmt(value: float, std: float | None = None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     text = f"{value:.{digits}f}"
-    return f"{text} ± {std:.{digits}f}" if std is not None else text
+    known = std is not None and not (isinstance(std, float) and math.isnan(std))
+    return f"{text} ± {std:.{digits}f}" if known else text
 
 
 def _mean_roc(tracking_uri: str, run_ids: list[str], workdir: Path) -> np.ndarray | None:

@@ -117,6 +117,15 @@ def _callbacks(trainer: Mapping, extra: list) -> list:
     return callbacks
 
 
+def seeded_model(model_cfg: Mapping, seed: int) -> keras.Model:
+    """Builds the model right after seeding Python, NumPy and TensorFlow with `seed`, so that
+    its initial weights and its batch order depend only on what it is (its training
+    configuration, seed included), never on what this process built or trained before it: a
+    model cached by one run is the model another run would have trained itself."""
+    keras.utils.set_random_seed(int(seed))
+    return build_model(model_cfg)
+
+
 def _compile(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
     optimizer = keras.optimizers.Adam(learning_rate=float(trainer["learning_rate"]))
     model.compile(optimizer=optimizer, loss=loss)
@@ -143,9 +152,9 @@ def _fit(
 
 
 def train_autoencoder(
-    model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, callbacks=()
+    model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, *, seed: int, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    model = _compile(build_model(model_cfg), trainer, get_loss(loss_name))
+    model = _compile(seeded_model(model_cfg, seed), trainer, get_loss(loss_name))
     log.info(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
@@ -178,10 +187,10 @@ def classifier_split(labeled: LabeledSet, val_fraction: float, seed: int):
 
 
 def train_classifier(
-    model_cfg: Mapping, trainer: Mapping, x_tr, y_tr, x_val, y_val, callbacks=()
+    model_cfg: Mapping, trainer: Mapping, x_tr, y_tr, x_val, y_val, *, seed: int, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     weights = class_weights(y_tr)
-    model = _compile(build_model(model_cfg), trainer, "binary_crossentropy")
+    model = _compile(seeded_model(model_cfg, seed), trainer, "binary_crossentropy")
     log.info(
         "training %s (%s parameters) on %s labeled images (%d anomalies), class weights %s",
         model.name, f"{model.count_params():,}", f"{len(x_tr):,}", int(y_tr.sum()),
@@ -201,7 +210,8 @@ def cross_validate_classifier(
     model_cfg: Mapping, trainer: Mapping, labeled: LabeledSet, k: int, val_fraction: float, seed
 ) -> list[dict[str, float]]:
     """Stratified K-fold: a fresh CNN per fold (early stopping on an inner validation split of
-    the fold's training part), scored on the held-out fold: ROC-AUC and accuracy at p = 0.5."""
+    the fold's training part), scored on the held-out fold: ROC-AUC and accuracy at p = 0.5.
+    Fold f's split and model are seeded with seed + f, the run's own model with seed."""
     if k < 2:
         raise ConfigError(f"trainer.kfold must be at least 2, got {k}")
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -210,7 +220,7 @@ def cross_validate_classifier(
         log.info("fold %d/%d", fold, k)
         part = LabeledSet(labeled.images[train_idx], labeled.labels[train_idx])
         model, _ = train_classifier(
-            model_cfg, trainer, *classifier_split(part, val_fraction, seed + fold)
+            model_cfg, trainer, *classifier_split(part, val_fraction, seed + fold), seed=seed + fold
         )
         p = predict_probability(model, labeled.images[test_idx], int(trainer["batch_size"]))
         y = labeled.labels[test_idx]

@@ -1,6 +1,7 @@
 """Time the full comparison grid (`python -m aead.run -m experiment=grid`) sequentially and
 with parallel joblib jobs on this machine, and print the figures: wall time of each, their
-ratio, runs, how many trained vs reused a model, and the slowest jobs.
+ratio, runs, how many trained vs reused a model, the slowest jobs, and the seconds each stage
+took summed over each mode's runs.
 
     python scripts/benchmark_grid.py [--workdir DIR] [--jobs N] [--only sequential|parallel]
                                      [extra Hydra overrides...]
@@ -65,6 +66,27 @@ def describe(name: str, result: dict) -> None:
     print(f"report        : python -m aead.report --tracking-uri {result['store']}")
 
 
+def stage_table(results: dict[str, dict]) -> None:
+    """Seconds per stage, summed over each mode's runs (the `time_<stage>_s` metrics every run
+    logs, and `duration_s`, the whole job)."""
+    columns = {name: result["runs"] for name, result in results.items()}
+    stages = sorted(
+        {c for runs in columns.values() for c in runs if c.startswith("metrics.time_")},
+        key=lambda c: -max(runs[c].sum() for runs in columns.values() if c in runs),
+    )
+    stages.append("metrics.duration_s")
+    names = list(columns)
+    print("--- seconds per stage, summed over the runs of each mode")
+    print(f"{'stage':<28}" + "".join(f"{n:>22}" for n in names))
+    for column in stages:
+        label = column.removeprefix("metrics.").removeprefix("time_").removesuffix("_s")
+        label = "all (duration_s)" if label == "duration" else label.replace("_", " ")
+        cells = []
+        for runs in columns.values():
+            cells.append(f"{runs[column].sum():>20.0f} s" if column in runs else f"{'–':>22}")
+        print(f"{label:<28}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="where each mode's store and cache go (default: temp)")
@@ -86,6 +108,7 @@ def main() -> None:
     print(f"data          : {os.environ.get('AEAD_DATA_DIR', 'default sources')}")
     for name, result in results.items():
         describe(name if name == "sequential" else f"parallel, {args.jobs} jobs", result)
+    stage_table(results)
     if len(results) == 2:
         ratio = results["sequential"]["wall"] / results["parallel"]["wall"]
         print(f"--- speed-up   : {ratio:.2f}x with {args.jobs} jobs (sequential / parallel wall)")

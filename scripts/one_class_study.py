@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -36,13 +35,12 @@ SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5", "knn5_l2", "knn_cx", "
 
 
 def study_class(args, normal_class: int) -> dict[str, float]:
-    keras.utils.set_random_seed(args.seed)
     scenario = {"name": "one_class", "dataset": args.dataset, "normal_class": normal_class}
     splits = build_splits(scenario, {"download": False}, seed=args.seed)
     trainer = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                "patience": 3, "verbose": 0}  # fmt: skip
     model, _ = train_autoencoder(
-        args.model_settings, args.loss, trainer, splits.x_train, splits.x_val
+        args.model_settings, args.loss, trainer, splits.x_train, splits.x_val, seed=args.seed
     )
 
     def scored(images):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,7 +114,15 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
 
     assert code == 143 and elapsed < 10, (code, elapsed)
     assert stopped and {r.info.status for r in stopped} == {"KILLED"}
-    assert all(r.data.tags["aead.end_reason"] for r in stopped)
+    # Ray cancels the tasks: a KeyboardInterrupt in each job, named with the job's stage; the
+    # job that had logged an epoch was stopped in training, at that epoch or a later one
+    reasons = {r.info.run_id: r.data.tags["aead.end_reason"] for r in stopped}
+    assert all(re.fullmatch(r"SIGINT during [a-z -]+(, epoch \d+)?", v) for v in reasons.values())
+    for r in stopped:
+        epochs = len(client.get_metric_history(r.info.run_id, "val_loss"))
+        if epochs:
+            epoch = re.fullmatch(r"SIGINT during training, epoch (\d+)", reasons[r.info.run_id])
+            assert epoch and int(epoch.group(1)) >= epochs, reasons[r.info.run_id]
 
 
 def _stop_ray_sweep_mid_training(tmp_path, env, client):

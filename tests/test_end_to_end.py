@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from aead.pipeline import RunContext, run
-from tests.helpers import QUICK, REPO
+from tests.helpers import QUICK, REPO, logged_scores
 
 EXPECTED_METRICS = {
     "roc_auc",
@@ -140,11 +141,21 @@ def test_failed_run_is_marked_failed(make_config, tmp_path):
 @pytest.mark.parametrize("scenario", ["one_class", "contaminated", "noise", "fashion_vs_mnist"])
 def test_every_scenario_runs(make_config, tmp_path, scenario):
     cfg = make_config(f"scenario={scenario}", "model=dense", "tracking.log_model=false")
-    metrics = run(cfg, RunContext(base_dir=str(tmp_path))).metrics
-    assert metrics["n_anomalies"] > 0 and "roc_auc" in metrics
+    result = run(cfg, RunContext(base_dir=str(tmp_path)))
+    metrics = result.metrics
+    scores = logged_scores(result.tracking_uri, result.run_id)
+    assert metrics["n_anomalies"] == scores["label"].sum() > 0
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(scores["label"], scores["score"]))
     if scenario == "contaminated":
-        # data.train_limit=600 ones, plus round(0.01 * 600 / 0.99) = 6 planted threes
-        assert metrics["n_planted"] == 6 and 0 <= metrics["planted_flagged"] <= 6
+        # data.train_limit=600 ones, plus round(0.01 * 600 / 0.99) = 6 planted threes, and the
+        # whole set is what is evaluated
+        assert metrics["n_planted"] == 6 and len(scores) == 606
+        flagged = scores["score"] > metrics["threshold_upper"]
+        if "threshold_lower" in metrics:  # zscore is two-sided
+            flagged |= scores["score"] < metrics["threshold_lower"]
+        assert (scores["predicted"] == flagged).all()
+        assert metrics["n_outliers"] == flagged.sum()
+        assert metrics["planted_flagged"] == (flagged & (scores["label"] == 1)).sum()
 
 
 @pytest.mark.slow

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from aead.pipeline import RunContext, run
 from aead.training import class_weights
-from tests.helpers import CONF, REPO, hydra_config
+from tests.helpers import CONF, REPO, hydra_config, logged_image, logged_scores
 
 NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_zero",
          "dense_mae_noise"]  # fmt: skip
@@ -68,13 +72,16 @@ def test_named_experiment_runs_for_one_epoch(make_config, tmp_path, overrides):
     logged = client.get_run(result.run_id)
     assert logged.info.status == "FINISHED"
     assert "roc_auc" in logged.data.metrics
-    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
-    assert "plots/error_histogram.png" in artifacts
+    metrics = logged.data.metrics
+    scores = logged_scores(result.tracking_uri, result.run_id)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(scores["label"], scores["score"]))
+    logged_image(result.tracking_uri, result.run_id, "plots/error_histogram.png")
     if cfg.scenario.name == "contaminated":
-        assert {"n_outliers", "planted_flagged", "threshold_upper"} <= set(logged.data.metrics)
-        assert "plots/outliers.png" in artifacts
+        assert metrics["n_outliers"] == scores["predicted"].sum()
+        assert metrics["planted_flagged"] == (scores["predicted"] & scores["label"]).sum()
+        logged_image(result.tracking_uri, result.run_id, "plots/outliers.png")
     if cfg.model.kind == "autoencoder":
-        assert "plots/reconstructions.png" in artifacts
+        logged_image(result.tracking_uri, result.run_id, "plots/reconstructions.png")
     else:
         assert logged.data.tags["aead.training_loss"] == "binary_crossentropy"
 
@@ -155,8 +162,19 @@ def test_kfold_logs_k_fold_results(make_config, tmp_path):
     assert result.metrics["kfold_k"] == 3
     assert result.metrics["kfold_roc_auc_mean"] == pytest.approx(np.mean(aucs))
     assert result.metrics["kfold_roc_auc_std"] == pytest.approx(np.std(aucs, ddof=1))
-    assert len(client.get_metric_history(result.run_id, "fold_accuracy")) == 3
-    assert any(a.path == "kfold.csv" for a in client.list_artifacts(result.run_id))
+    accuracies = {
+        m.step: m.value for m in client.get_metric_history(result.run_id, "fold_accuracy")
+    }
+    assert sorted(accuracies) == [1, 2, 3]
+    uri = client.get_run(result.run_id).info.artifact_uri
+    folds = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"{uri}/kfold.csv")))
+    assert folds["fold"].tolist() == [1, 2, 3]
+    assert folds["roc_auc"].tolist() == pytest.approx(
+        [m.value for m in sorted(history, key=lambda m: m.step)]
+    )
+    assert folds["accuracy"].tolist() == pytest.approx([accuracies[f] for f in (1, 2, 3)])
+    # stratified folds of the whole labeled training set
+    assert folds["n"].sum() == result.metrics["n_train"] + result.metrics["n_val"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ one_class.csv (from a hand-made set of runs, then from a real two-class one-epoc
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -12,70 +13,55 @@ import mlflow
 import pandas as pd
 import pytest
 from hydra import compose
+from omegaconf import OmegaConf
 
 from aead import one_class
+from aead.models import model_settings
 from aead.report import main as report_main
 from tests.helpers import QUICK, REPO, hydra_config
 
 
-def _sweep_axes(*overrides: str) -> dict[str, list[str]]:
+def _sweep_jobs() -> list[dict[str, str]]:
+    """The jobs `python -m aead.run -m experiment=one_class_benchmark` launches, as Hydra's
+    basic sweeper expands its sweep parameters."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     with hydra_config():
-        cfg = compose(
-            "config", ["experiment=one_class_benchmark", *overrides], return_hydra_config=True
-        )
-    return cfg, {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+        cfg = compose("config", ["experiment=one_class_benchmark"], return_hydra_config=True)
+    parsed = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    )
+    axes = {o.get_key_element(): [str(v) for v in o.sweep_iterator()] for o in parsed}
+    return [dict(zip(axes, job, strict=True)) for job in itertools.product(*axes.values())]
 
 
-def test_benchmark_sweeps_both_datasets_every_class_and_three_seeds():
-    cfg, axes = _sweep_axes()
-    assert axes["scenario.dataset"] == "mnist,fashion_mnist"
-    assert axes["scenario.normal_class"] == "range(0,10)"
-    assert axes["seed"] == "0,1,2"
-    assert (cfg.scenario.name, cfg.scenario.train_anomaly_fraction) == ("one_class", 0.0)
-    detectors = {}
-    for cell in axes["+detector"].split(","):
-        with hydra_config():
-            composed = compose("config", ["experiment=one_class_benchmark", f"+detector={cell}"])
-        assert composed.model.kind == "autoencoder"  # no labels: autoencoders only
-        assert composed.scenario.name == "one_class" and composed.trainer.epochs == 20
-        score = composed.score
-        detectors[cell] = (composed.model.name, composed.loss.name, score.name,
-                           score.get("normalize"))  # fmt: skip
-    assert detectors == {
-        "conv_mse_raw": ("conv", "mse", "raw", None),
-        "conv_mse_latent_knn": ("conv", "mse", "latent_knn", "l2"),
-        "conv_mse_latent_knn_unscaled": ("conv", "mse", "latent_knn", "none"),
-        "dense_mse_raw": ("dense", "mse", "raw", None),
-        "dense_mse_complexity": ("dense", "mse", "complexity", None),
-        "conv_knn_dense_complexity": ("conv", "mse", "ensemble", None),
-        "conv_stages_knn_dense_complexity": ("conv", "mse", "ensemble", None),
-        "conv_he_stages_knn_dense_complexity": ("conv", "mse", "ensemble", None),
-    }
+def _trained_models(cell: str) -> set[tuple[str, str]]:
+    """The autoencoders a cell's run trains (or reuses): (model settings, training loss)."""
     with hydra_config():
-        pair = compose(
-            "config", ["experiment=one_class_benchmark", "+detector=conv_knn_dense_complexity"]
-        ).score.members
-    # the two-model cell: the conv AE's codes beside the dense AE's complexity-corrected error,
-    # with the same settings as its single-model cells (so it reuses their trained models)
-    assert [m.name for m in pair] == ["latent_knn", "companion"]
-    assert (pair[1].model, pair[1].loss, pair[1].score.name) == ("dense", "mse", "complexity")
-    with hydra_config():
-        trio = compose(
-            "config",
-            ["experiment=one_class_benchmark", "+detector=conv_stages_knn_dense_complexity"],
-        ).score.members
-    # every encoder stage's codes, as directions and as they are, beside the same companion
-    assert [(m.name, m.get("normalize"), m.get("stages")) for m in trio] == [
-        ("latent_knn", "l2", "all"), ("latent_knn", "none", "all"), ("companion", None, None)
-    ]  # fmt: skip
-    assert trio[2] == pair[1]
-    with hydra_config():
-        he = compose(
-            "config",
-            ["experiment=one_class_benchmark", "+detector=conv_he_stages_knn_dense_complexity"],
-        )
-    # the same score on a He-initialized conv AE
-    assert he.score.members == trio and he.model.kernel_initializer == "he_normal"
+        cfg = compose("config", ["experiment=one_class_benchmark", f"+detector={cell}"])
+    assert cfg.model.kind == "autoencoder" and cfg.scenario.train_anomaly_fraction == 0.0
+    own = OmegaConf.to_container(cfg.model, resolve=True)
+    models = {(json.dumps(own, sort_keys=True), cfg.loss.name)}
+    for member in cfg.score.get("members") or [cfg.score]:
+        if member.name == "companion":
+            models.add((json.dumps(model_settings(member.model), sort_keys=True), member.loss))
+    return models
+
+
+def test_benchmark_is_every_class_of_both_datasets_with_three_models_per_class_and_seed():
+    jobs = _sweep_jobs()
+    cells = sorted({job["+detector"] for job in jobs})
+    assert len(cells) == 8 and len(jobs) == 2 * 10 * len(cells) * 3
+    assert {(j["scenario.dataset"], j["scenario.normal_class"], j["seed"]) for j in jobs} == set(
+        itertools.product(("mnist", "fashion_mnist"), map(str, range(10)), ("0", "1", "2"))
+    )
+    # the 8 detectors train 3 autoencoders per class and seed (the conv AE, the same
+    # He-initialized, the dense AE); every other cell reuses them from the cache
+    models = {cell: _trained_models(cell) for cell in cells}
+    assert len(set().union(*models.values())) == 3
+    assert models["conv_knn_dense_complexity"] == models["conv_mse_raw"] | models["dense_mse_raw"]
+    he = models["conv_he_stages_knn_dense_complexity"] - models["dense_mse_raw"]
+    assert len(he) == 1 and '"kernel_initializer": "he_normal"' in next(iter(he))[0]
 
 
 def _fake_runs() -> pd.DataFrame:
@@ -123,6 +109,34 @@ def test_per_class_table_means_and_published_columns():
     seed0 = one_class.per_class(runs[runs["params.seed"] == "0"], variants)
     _, rows = one_class.tables(seed0, methods)["fashion_mnist"]
     assert rows[0][:3] == ["0", "92.00", "90.00"]
+
+
+def test_mean_row_is_mean_and_std_over_seeds_with_each_seed():
+    runs = _fake_runs()
+    variants = ["params.scenario.normal_class", "params.score.name"]
+    seeds = one_class.per_seed(runs, variants)
+    assert list(seeds.columns) == one_class.SEED_COLUMNS
+    raw = seeds[seeds["detector"] == "score=raw"].sort_values("seed")
+    # seed 0: mean of 0.90 and 0.95; seed 1: of 0.91 and 0.96 (the FAILED run not counted)
+    assert raw["roc_auc_mean"].tolist() == pytest.approx([0.925, 0.935])
+    assert raw["n_classes"].tolist() == [2, 2]
+    methods = one_class.published_methods()
+    results = one_class.per_class(runs, variants)
+    _, rows = one_class.tables(results, methods, seeds)["fashion_mnist"]
+    # std of (94.50, 95.50) and of (92.50, 93.50): 0.7071
+    assert rows[-1][:3] == [
+        "mean (2 classes)",
+        "95.00 ± 0.71 (seed 0: 94.50, 1: 95.50)",
+        "93.00 ± 0.71 (seed 0: 92.50, 1: 93.50)",
+    ]
+    # seed 1 misses class 1 for score=raw: it is left out of the mean, and said so
+    gap = runs[~((runs["params.seed"] == "1") & (runs["params.scenario.normal_class"] == "1")
+                 & (runs["params.score.name"] == "raw"))]  # fmt: skip
+    _, rows = one_class.tables(
+        one_class.per_class(gap, variants), methods, one_class.per_seed(gap, variants)
+    )["fashion_mnist"]
+    assert rows[-1][2] == "92.50 (seed 0: 92.50); 1 seed with classes missing left out"
+    assert rows[-1][1] == "95.00 ± 0.71 (seed 0: 94.50, 1: 95.50)"
 
 
 def test_published_figures_have_their_sources():

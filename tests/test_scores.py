@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from aead.pipeline import RunContext, run
 from aead.scores import (
@@ -17,7 +18,7 @@ from aead.scores import (
     complexity_bits,
     perturb_pixels,
 )
-from tests.helpers import CONF
+from tests.helpers import CONF, logged_image, logged_scores
 
 
 def _textured(seed: int = 0) -> np.ndarray:
@@ -260,8 +261,18 @@ def test_one_epoch_run_per_score_logs_everything(make_config, tmp_path, score):
     assert logged.data.params["score.name"] == score
     expected = {"roc_auc", "average_precision", "accuracy", "f1", "threshold_upper", "val_loss"}
     assert expected <= set(logged.data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
-    assert {"plots/error_histogram.png", "plots/roc_curve.png"} <= artifacts
+    # the metrics are those of the logged per-image scores of this score
+    scores = logged_scores(result.tracking_uri, result.run_id)
+    assert len(scores) == 400 and scores["score"].notna().all()
+    assert logged.data.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(scores["label"], scores["score"])
+    )
+    flagged = (scores["score"] > logged.data.metrics["threshold_upper"]) | (
+        scores["score"] < logged.data.metrics["threshold_lower"]
+    )
+    assert (scores["predicted"] == flagged).all()
+    for plot in ("plots/error_histogram.png", "plots/roc_curve.png"):
+        logged_image(result.tracking_uri, result.run_id, plot)
     if score == "background":
         assert logged.data.tags["aead.background_source"] == "trained"
         # the same run again reuses both the model and the background model

@@ -5,7 +5,6 @@ in production (tests/test_cluster.py runs them against `mlflow server`)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from mlflow import MlflowClient
@@ -50,18 +49,24 @@ def test_enabled_only_for_a_server_unless_forced():
 
 def test_one_worker_trains_the_other_waits_then_finds_its_upload(store, tmp_path):
     first, second = _worker(store), _worker(store)
-    waited_for, got = [], {}
+    waited_for, got, waiting = [], {}, threading.Event()
+
+    def on_wait(owner):
+        waited_for.append(owner)
+        waiting.set()
+
     with first.claim(KEY) as holder:
         assert holder is None  # nothing published yet: first trains
 
         def claim_second():
-            with second.claim(KEY, on_wait=waited_for.append) as found:
+            with second.claim(KEY, on_wait=on_wait) as found:
                 got["found"] = found
 
         thread = threading.Thread(target=claim_second)
         thread.start()
-        time.sleep(1.0)
-        assert thread.is_alive() and waited_for == [first.run_id]  # waits, names the trainer
+        assert waiting.wait(timeout=30), "the second worker never saw the lock"
+        assert waited_for == [first.run_id]  # it waits, and names the trainer
+        assert thread.is_alive() and "found" not in got  # and holds no claim yet
         first.upload(KEY, _entry(tmp_path / "trained"))
     thread.join(timeout=30)
     assert got["found"] == first.run_id

@@ -7,6 +7,7 @@ fails alone), resume (finished jobs are skipped, failed ones re-run), parallel j
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -15,8 +16,10 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from tests.helpers import QUICK, REPO
 
@@ -124,7 +127,15 @@ def test_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
     assert diverged["tags.aead.error"] == reason
     # it stopped in that epoch: no epoch metrics and no scores were logged
     assert MlflowClient(store).get_metric_history(diverged["run_id"], "train_loss") == []
-    assert healthy["status"] == "FINISHED" and healthy["metrics.roc_auc"] > 0
+    assert healthy["status"] == "FINISHED"
+    mlflow.set_tracking_uri(store)
+    scores = pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"{healthy['artifact_uri']}/scores.csv"))
+    )
+    assert len(scores) == 400  # 200 MNIST + 200 Fashion-MNIST test images (data.test_limit)
+    assert healthy["metrics.roc_auc"] == pytest.approx(
+        roc_auc_score(scores["label"], scores["score"])
+    )
     summary = done.stdout[done.stdout.index("1 failed job(s):") :]
     assert "#0 trainer.learning_rate=1000000.0 model=dense" in summary and reason in summary
     assert "re-run them: python -m aead.run -m" in summary
@@ -188,21 +199,26 @@ def test_joblib_sweep_on_a_fresh_store_trains_once(tmp_path):
     assert set(runs["tags.aead.tf_threads"]) == {str(max(1, (os.cpu_count() or 1) // 2))}
 
 
-def _store_entry(root: str, key: str, start_at: float, queue) -> None:
-    """In a fresh process: build a small model and publish it under `key` at `start_at`."""
-    import keras
-
+def _store_entry(root: str, key: str, barrier, queue) -> None:
+    """In a fresh process: build a small model and store it under `key`; each writer has its
+    complete entry staged before either publishes (the barrier), so that the two collide."""
     from aead.cache import ModelCache
     from aead.models import build_model
 
+    publish = ModelCache.publish
+
+    def publish_together(self, key, staging):
+        barrier.wait(timeout=120)
+        return publish(self, key, staging)
+
+    ModelCache.publish = publish_together
     model = build_model({"name": "dense", "units": [8], "kind": "autoencoder"})
-    time.sleep(max(0.0, start_at - time.time()))
+    run_id = f"run-{os.getpid()}"
     try:
-        ModelCache(root).store(key, {"k": key}, model, {"val_loss": [1.0]}, f"run-{os.getpid()}")
-        queue.put("ok")
+        ModelCache(root).store(key, {"k": key}, model, {"val_loss": [1.0]}, run_id)
+        queue.put(("ok", run_id))
     except Exception as exc:  # reported to the test, which fails with it
-        queue.put(f"{type(exc).__name__}: {exc}")
-    del keras
+        queue.put((f"{type(exc).__name__}: {exc}", run_id))
 
 
 @pytest.mark.slow
@@ -214,19 +230,24 @@ def test_two_processes_storing_one_cache_key_both_succeed(tmp_path):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     key = "ab" * 32
-    for attempt in range(3):  # the same key again: the second round replaces nothing twice
-        start_at = time.time() + 8  # both processes have imported Keras by then
+    kept = None
+    for attempt in range(3):  # the same key again: an entry is there, and stays sound
+        barrier = context.Barrier(2)
         workers = [
-            context.Process(target=_store_entry, args=(str(tmp_path), key, start_at, queue))
+            context.Process(target=_store_entry, args=(str(tmp_path), key, barrier, queue))
             for _ in range(2)
         ]
         for worker in workers:
             worker.start()
         for worker in workers:
-            worker.join(timeout=120)
-        assert [queue.get(timeout=5) for _ in workers] == ["ok", "ok"], f"round {attempt}"
+            worker.join(timeout=180)
+        results = [queue.get(timeout=5) for _ in workers]
+        assert [outcome for outcome, _ in results] == ["ok", "ok"], f"round {attempt}"
         cached, reason = ModelCache(tmp_path).load(key)
         assert cached is not None, reason
-        assert cached.trained_by_run.startswith("run-")
+        # one writer's entry is published whole, the other's discarded
+        writers = {run_id for _, run_id in results}
+        assert cached.trained_by_run in writers if kept is None else cached.trained_by_run == kept
+        kept = cached.trained_by_run
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".staging", ".trash"))]
     assert leftovers == []

@@ -64,4 +64,5 @@ def test_detection_metrics_hand_computed():
     assert m["f1"] == 0.75 and m["fpr"] == 0.25
     # 16 pairs (anomaly, normal); anomaly scored higher in 13
     assert m["roc_auc"] == pytest.approx(13 / 16)
-    assert 0 < m["average_precision"] <= 1
+    # ranked by score: 1 0 1 1 1 0 0 0; precision at each anomaly's rank: 1/1, 2/3, 3/4, 4/5
+    assert m["average_precision"] == pytest.approx((1 + 2 / 3 + 3 / 4 + 4 / 5) / 4)
