@@ -22,8 +22,9 @@ DATASET = "params.scenario.dataset"
 OVERRIDES = "tags.overrides"
 CELL = re.compile(r"(?:^|\s)\+{0,2}detector=(\S+)")
 SEED = "params.seed"
+DURATION = "metrics.duration_s"  # the whole job's wall time, training included
 CSV_COLUMNS = ["dataset", "normal_class", "detector", "roc_auc_mean", "roc_auc_std", "n_runs"]
-SEED_COLUMNS = ["dataset", "detector", "seed", "roc_auc_mean", "n_classes"]
+SEED_COLUMNS = ["dataset", "detector", "seed", "roc_auc_mean", "n_classes", "duration_s_mean"]
 
 
 def is_benchmark(runs: pd.DataFrame) -> bool:
@@ -90,8 +91,12 @@ def per_seed(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     if "metrics.roc_auc" not in runs:
         return pd.DataFrame(columns=SEED_COLUMNS)
     done = _finished(runs, variants)
+    if DURATION not in done:
+        done[DURATION] = math.nan
     # one value per class and seed first (a class run twice with one seed counts once)
-    by_class = done.groupby([DATASET, "_detector", "_seed", "_class"])["metrics.roc_auc"].mean()
+    by_class = done.groupby([DATASET, "_detector", "_seed", "_class"])[
+        ["metrics.roc_auc", DURATION]
+    ].mean()
     rows = []
     for (dataset, detector, seed), values in by_class.groupby(level=[0, 1, 2], sort=True):
         rows.append(
@@ -99,8 +104,9 @@ def per_seed(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
                 "dataset": dataset,
                 "detector": detector,
                 "seed": int(seed),
-                "roc_auc_mean": float(values.astype(float).mean()),
+                "roc_auc_mean": float(values["metrics.roc_auc"].astype(float).mean()),
                 "n_classes": len(values),
+                "duration_s_mean": float(values[DURATION].astype(float).mean()),
             }
         )
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
@@ -196,6 +202,13 @@ def tables(
             mean_row.append(_pct(means.mean()) + ("" if complete else " (partial)"))
         mean_row += [f"{m['mean'][dataset]:.1f}" for m in cited]
         rows.append(mean_row)
+        if seeds is not None:  # what a run costs here: its models trained or reused
+            time_row = ["seconds per run"]
+            for detector in detectors:
+                mine = seeds[(seeds["dataset"] == dataset) & (seeds["detector"] == detector)]
+                seconds = mine["duration_s_mean"].mean()
+                time_row.append("–" if math.isnan(seconds) else f"{seconds:.0f}")
+            rows.append(time_row + ["–"] * len(cited))
         out[dataset] = (header, rows)
     return out
 
@@ -207,8 +220,10 @@ def citations(methods: list[dict]) -> list[str]:
 NOTE = (
     "ROC-AUC in %, mean ± sample std over seeds of the runs' logged roc_auc; the last row is "
     "the mean over the classes: per seed, the mean over the ten classes, then the mean ± "
-    "sample std of those over the seeds, and each seed's mean. Published columns: the "
-    "papers' figures (means only where the data file has no per-class figures)."
+    "sample std of those over the seeds, and each seed's mean. Seconds per run: the mean "
+    "duration_s (the whole job: its models trained, or reused from the cache, and scoring). "
+    "Published columns: the papers' figures (means only where the data file has no "
+    "per-class figures)."
 )
 
 

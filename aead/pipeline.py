@@ -32,6 +32,7 @@ from aead.metrics import detection_metrics
 from aead.models import Encoder, model_settings
 from aead.scores import Companion, FitContext, Score, Scored, build_score
 from aead.secrets import redact
+from aead.settings import validate
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import (
     Tracker,
@@ -488,6 +489,7 @@ def _shared_models(cfg: DictConfig, tracker: Tracker):
 def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
     """Train (or reuse), score and log one variant as one MLflow run; returns its metrics.
     In a resumed sweep, a job that already has a FINISHED run is skipped (that run returned)."""
+    validate(cfg)  # every numeric setting, before any work
     context = context or RunContext()
     started = time.time()
     lifecycle.set_stage("start-up")

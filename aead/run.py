@@ -99,7 +99,15 @@ def _mask_hydra_files() -> None:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from aead import tf_runtime
+    from aead import settings, tf_runtime
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        try:  # every numeric setting, before TensorFlow loads (a sweep's jobs: in run())
+            settings.validate(cfg)
+        except errors.ConfigError as exc:
+            # one line and exit 2, as cli() words it, without Hydra's "Error executing job"
+            print(f"[aead] configuration error: {redact(str(exc))}", file=sys.stderr, flush=True)
+            raise SystemExit(errors.EXIT_CONFIG) from None
 
     tf_runtime.import_quietly()
     from aead.pipeline import run

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-step set-up: a virtual environment in .venv with aead, its dev tools and the cluster
-# extra (Ray, Slurm, PostgreSQL launchers and drivers), plus Debian's Chromium (the report's
+# One-step set-up: a virtual environment in .venv with aead, its dev and docs tools and the
+# cluster extra (Ray, Slurm, PostgreSQL launchers and drivers), plus Debian's Chromium (the report's
 # browser test) and PostgreSQL (the tracking-server tests). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ PY
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --progress-bar off -e '.[dev,cluster]'
+.venv/bin/python -m pip install --progress-bar off -e '.[dev,docs,cluster]'
 
 # The report tests render HTML in a real headless browser (Debian's chromium + chromedriver);
 # the cluster tests run a real PostgreSQL server (as an unprivileged user).

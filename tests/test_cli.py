@@ -54,14 +54,20 @@ def test_help_starts_without_tensorflow(module):
     assert not {"tensorflow", "keras"} & imported
 
 
-def test_an_out_of_range_value_is_a_configuration_error(tmp_path):
+@pytest.mark.parametrize(
+    "override, accepted",
+    [("scenario.normal_class=12", "a whole number ≥ 0 and ≤ 9"),
+     ("trainer.epochs=-3", "a whole number ≥ 1")],
+)  # fmt: skip
+def test_an_out_of_range_value_is_one_line_and_exit_2(tmp_path, override, accepted):
     store = f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"
-    done = _aead(
-        "scenario=one_class", "scenario.normal_class=12", store, f"hydra.run.dir={tmp_path}"
-    )
+    done = _aead("scenario=one_class", override, store, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2
-    last = done.stderr.strip().splitlines()[-1]
-    assert last == "[aead] configuration error: scenario.normal_class must be 0..9, got 12"
+    name, value = override.split("=")
+    assert done.stderr.strip() == (
+        f"[aead] configuration error: {name}={value}: not accepted; {name} takes {accepted}"
+    )
+    assert not (tmp_path / "m.db").exists()  # refused before any run was made
 
 
 @pytest.mark.slow

@@ -128,13 +128,20 @@ def test_same_config_twice_gives_same_metrics(make_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_run_is_marked_failed(make_config, tmp_path):
-    cfg = make_config("threshold.k=-1", "tracking.log_model=false")
-    with pytest.raises(ValueError, match="k must be positive"):
+def test_failed_run_is_marked_failed(make_config, tmp_path, monkeypatch):
+    from aead import pipeline
+
+    def fail(*args, **kwargs):
+        raise ValueError("no threshold today")
+
+    monkeypatch.setattr(pipeline, "fit_threshold", fail)  # fails after training and scoring
+    cfg = make_config("model=dense", "tracking.log_model=false")
+    with pytest.raises(ValueError, match="no threshold today"):
         run(cfg, RunContext(base_dir=str(tmp_path)))
     mlflow.set_tracking_uri(cfg.tracking.uri)
     runs = mlflow.search_runs(search_all_experiments=True)
     assert runs["status"].tolist() == ["FAILED"]
+    assert runs["params.model.name"].tolist() == ["dense"]  # recorded with its config
 
 
 @pytest.mark.slow
@@ -156,6 +163,8 @@ def test_every_scenario_runs(make_config, tmp_path, scenario):
         assert (scores["predicted"] == flagged).all()
         assert metrics["n_outliers"] == flagged.sum()
         assert metrics["planted_flagged"] == (flagged & (scores["label"] == 1)).sum()
+        tags = MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags
+        assert tags["data.test_is_training"].startswith("the whole set is evaluated: its 545 ")
 
 
 @pytest.mark.slow

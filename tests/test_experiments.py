@@ -174,7 +174,8 @@ def test_kfold_logs_k_fold_results(make_config, tmp_path):
     )
     assert folds["accuracy"].tolist() == pytest.approx([accuracies[f] for f in (1, 2, 3)])
     # stratified folds of the whole labeled training set
-    assert folds["n"].sum() == result.metrics["n_train"] + result.metrics["n_val"]
+    logged = client.get_run(result.run_id).data.metrics
+    assert folds["n"].sum() == logged["n_train"] + logged["n_val"]
 
 
 @pytest.mark.slow

@@ -79,6 +79,7 @@ def _fake_runs() -> pd.DataFrame:
                 "params.score.name": score,
                 "params.seed": str(seed),
                 "metrics.roc_auc": auc,
+                "metrics.duration_s": 25.0 if score == "complexity" else 15.0,
             }
         )
     rows.append({**rows[0], "status": "FAILED", "metrics.roc_auc": float("nan")})
@@ -124,19 +125,20 @@ def test_mean_row_is_mean_and_std_over_seeds_with_each_seed():
     results = one_class.per_class(runs, variants)
     _, rows = one_class.tables(results, methods, seeds)["fashion_mnist"]
     # std of (94.50, 95.50) and of (92.50, 93.50): 0.7071
-    assert rows[-1][:3] == [
+    assert rows[-2][:3] == [
         "mean (2 classes)",
         "95.00 ± 0.71 (seed 0: 94.50, 1: 95.50)",
         "93.00 ± 0.71 (seed 0: 92.50, 1: 93.50)",
     ]
+    assert rows[-1][:3] == ["seconds per run", "25", "15"]
     # seed 1 misses class 1 for score=raw: it is left out of the mean, and said so
     gap = runs[~((runs["params.seed"] == "1") & (runs["params.scenario.normal_class"] == "1")
                  & (runs["params.score.name"] == "raw"))]  # fmt: skip
     _, rows = one_class.tables(
         one_class.per_class(gap, variants), methods, one_class.per_seed(gap, variants)
     )["fashion_mnist"]
-    assert rows[-1][2] == "92.50 (seed 0: 92.50); 1 seed with classes missing left out"
-    assert rows[-1][1] == "95.00 ± 0.71 (seed 0: 94.50, 1: 95.50)"
+    assert rows[-2][2] == "92.50 (seed 0: 92.50); 1 seed with classes missing left out"
+    assert rows[-2][1] == "95.00 ± 0.71 (seed 0: 94.50, 1: 95.50)"
 
 
 def test_published_figures_have_their_sources():
@@ -195,7 +197,16 @@ def test_two_class_slice_runs_and_reports_the_logged_values(tmp_path):
             & runs["tags.overrides"].str.contains(f"+detector={row['detector']} ", regex=False)
         ]["metrics.roc_auc"]
         assert row["n_runs"] == 1 and row["roc_auc_mean"] == pytest.approx(logged.iloc[0])
+    seeds = pd.read_csv(tmp_path / "report" / "one_class_seeds.csv")
+    assert list(seeds.columns) == one_class.SEED_COLUMNS and set(seeds["seed"]) == {0}
     markdown = (tmp_path / "report" / "report.md").read_text()
+    for _, row in seeds.iterrows():  # each seed's mean over the two classes, as logged
+        logged = runs[runs["tags.overrides"].str.contains(f"+detector={row['detector']} ",
+                                                          regex=False)]  # fmt: skip
+        assert row["n_classes"] == 2
+        assert row["roc_auc_mean"] == pytest.approx(logged["metrics.roc_auc"].mean())
+        assert row["duration_s_mean"] == pytest.approx(logged["metrics.duration_s"].mean())
+        assert f"(seed 0: {100 * row['roc_auc_mean']:.2f})" in markdown
     assert "## One-class benchmark" in markdown and "### mnist" in markdown
     assert "ESAD (published)" in markdown and "| mean (2 classes) |" in markdown
     assert "Deep One-Class Classification" in markdown  # the citations

@@ -70,6 +70,7 @@ def test_report_table_holds_the_logged_values(sweep, capsys):
     client = MlflowClient(uri)
     markdown = (out / "report.md").read_text()
     rows = [line for line in markdown.splitlines() if line.startswith("| loss.name=")]
+    assert sorted(r.split("|")[1].strip() for r in rows) == ["loss.name=bce", "loss.name=mse"]
     assert [r.split("|")[1].strip() for r in rows] == sorted(
         [r.split("|")[1].strip() for r in rows],
         key=lambda label: -_mean_auc(client, ids, label.split("=")[1]),

@@ -92,6 +92,26 @@ def test_latent_knn_is_the_mean_distance_to_the_nearest_training_codes():
     np.testing.assert_allclose(unit(Scored(query, np.zeros(2))), [0.0, 0.0], atol=1e-12)
 
 
+def test_latent_knn_does_not_count_a_training_image_as_its_own_neighbour():
+    train = np.zeros((4, 28, 28, 1), np.float32)
+    train[:, 0, 0, 0] = [0.0, 1.0, 2.0, 10.0]
+
+    def encoder(images):
+        return np.stack([images[:, 0, 0, 0], np.zeros(len(images))], axis=1)
+
+    score = build_score({"name": "latent_knn", "k": 2, "normalize": "none"})
+    score.fit(Scored(train[:1], np.zeros(1)), FitContext(train_images=train, encoder=encoder))
+    # training images 1 (code 1) and 3 (code 10) scored as test images, and a new image that
+    # happens to equal training image 0: only the training images leave themselves out
+    query = np.concatenate([train[1:2], train[3:4], train[0:1]])
+    as_test = score(Scored(query, np.zeros(3), train_index=np.array([1, 3, -1])))
+    # code 1: nearest others 0 and 2 -> (1 + 1) / 2; code 10: 2 and 1 -> (8 + 9) / 2; the new
+    # image at 0: itself-like 0 and 1 -> (0 + 1) / 2
+    np.testing.assert_allclose(as_test, [1.0, 8.5, 0.5])
+    # without the index, training images match themselves at distance 0: (0 + 1) / 2, (0 + 8) / 2
+    np.testing.assert_allclose(score(Scored(query, np.zeros(3))), [0.5, 4.0, 0.5])
+
+
 class _StagedEncoder:
     """A fake encoder with two stages: stage 1 reads pixel (0, 0), the bottleneck pixel (0, 1)."""
 

@@ -10,7 +10,14 @@ import pytest
 
 from aead.cache import training_key
 from aead.models import build_model, model_settings
-from aead.sweep_report import latest_attempts, problems, variant_columns
+from aead.sweep_report import (
+    MEANS,
+    _table_cells,
+    latest_attempts,
+    problems,
+    summarize,
+    variant_columns,
+)
 
 
 def _runs(rows: list[dict]) -> pd.DataFrame:
@@ -43,6 +50,26 @@ def test_problems_list_failed_runs_and_missing_seeds():
     assert {p["what"] for p in found} == {"run failed", "missing from the sweep"}
     missing = [p["config"] for p in found if p["what"] == "missing from the sweep"]
     assert missing == ["loss.name=mse scenario.name=s1 seed=1"]
+
+
+def test_a_variant_with_one_run_shows_no_spread():
+    rows = [
+        {"params.loss.name": "bce", "params.seed": "0", "metrics.roc_auc": 0.91},
+        {"params.loss.name": "bce", "params.seed": "1", "metrics.roc_auc": 0.93},
+        {"params.loss.name": "mse", "params.seed": "0", "metrics.roc_auc": 0.9988},
+    ]
+    runs = _runs(rows)
+    runs["metrics.average_precision"] = runs["metrics.roc_auc"]
+    runs["experiment_id"] = "1"
+    for metric in MEANS:
+        runs[f"metrics.{metric}"] = 0.5
+    variants = variant_columns(runs)
+    table = summarize(runs, variants).set_index("loss.name", drop=False)
+    assert table.loc["bce", "n_runs"] == 2 and table.loc["mse", "n_runs"] == 1
+    assert table.loc["bce", "roc_auc_std"] == pytest.approx(np.std([0.91, 0.93], ddof=1))
+    assert np.isnan(table.loc["mse", "roc_auc_std"])  # one run: no spread can be known
+    bce, mse = (_table_cells(table.loc[loss], variants) for loss in ("bce", "mse"))
+    assert bce[2] == "0.9200 ± 0.0141" and mse[2] == "0.9988"
 
 
 def test_a_rerun_job_is_represented_by_its_finished_attempt():

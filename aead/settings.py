@@ -1,0 +1,149 @@
+"""Every numeric setting checked before any work starts: a bad value is one line naming the
+setting, the value and what is accepted (a ConfigError: `python -m aead.run` exits 2).
+
+One table of rules, by the setting's dotted name; the score group's rules apply at any depth
+of it (ensemble members, a companion's inner score), by the key's own name.
+tests/test_settings.py walks every numeric setting of every shipped config and fails on one
+that has no rule here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aead.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    accepts: Callable[[object], bool]
+    accepted: str  # what the error says is accepted
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return _is_number(value) and float(value).is_integer() and not isinstance(value, float)
+
+
+def integer(minimum: int, maximum: int | None = None) -> Rule:
+    upper = f" and ≤ {maximum}" if maximum is not None else ""
+    return Rule(
+        lambda v: _is_int(v) and v >= minimum and (maximum is None or v <= maximum),
+        f"a whole number ≥ {minimum}{upper}",
+    )
+
+
+def optional(rule: Rule, meaning: str) -> Rule:
+    return Rule(lambda v: v is None or rule.accepts(v), f"{rule.accepted}, or null ({meaning})")
+
+
+def number(low: float, high: float | None = None, *, low_open=False, high_open=False) -> Rule:
+    def accepts(v) -> bool:
+        if not _is_number(v):
+            return False
+        above = v > low if low_open else v >= low
+        below = high is None or (v < high if high_open else v <= high)
+        return above and below
+
+    if high is None:
+        text = f"a number {'>' if low_open else '≥'} {low:g}"
+    else:
+        text = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return Rule(accepts, text)
+
+
+def sizes() -> Rule:
+    return Rule(
+        lambda v: (
+            isinstance(v, Sequence)
+            and not isinstance(v, str)
+            and len(v) > 0
+            and all(_is_int(n) and n >= 1 for n in v)
+        ),
+        "a non-empty list of whole numbers ≥ 1",
+    )
+
+
+RULES: dict[str, Rule] = {
+    "seed": integer(0),
+    "trainer.epochs": integer(1),
+    "trainer.batch_size": integer(1),
+    "trainer.learning_rate": number(0, low_open=True),
+    "trainer.patience": integer(0),
+    "trainer.kfold": Rule(
+        lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (off) or a whole number ≥ 2"
+    ),
+    "data.train_limit": optional(integer(1), "every image"),
+    "data.test_limit": optional(integer(1), "every image"),
+    "data.val_fraction": number(0, 1, low_open=True, high_open=True),
+    "scenario.normal_class": integer(0, 9),
+    "scenario.anomaly_class": integer(0, 9),
+    "scenario.fraction": number(0, 1, high_open=True),
+    "scenario.train_anomaly_fraction": number(0, 1, high_open=True),
+    "scenario.labeled_anomalies": integer(0),
+    "scenario.n_anomalies": optional(integer(1), "as many as the normal test images"),
+    "threshold.k": number(0, low_open=True),
+    "threshold.q": number(0, 100, low_open=True),
+    "compute.threads": Rule(
+        lambda v: v in (None, "auto") or (_is_int(v) and v >= 1), "'auto' or a whole number ≥ 1"
+    ),
+    "model.filters": sizes(),
+    "model.units": sizes(),
+    "model.dense_units": integer(1),
+    "model.dropout": number(0, 1, high_open=True),
+}
+
+# the score group's settings, wherever they appear in it
+SCORE_RULES: dict[str, Rule] = {
+    "k": integer(1),
+    "weight": number(0),
+    "perturbation": number(0, 1, low_open=True, high_open=True),
+    "seed": integer(0),
+}
+
+
+def _lookup(cfg: Mapping, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _check(name: str, value, rule: Rule) -> None:
+    if not rule.accepts(value):
+        shown = "null" if value is None else value
+        raise ConfigError(f"{name}={shown}: not accepted; {name} takes {rule.accepted}")
+
+
+def _check_score(node, name: str) -> None:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            child = f"{name}.{key}"
+            if key in SCORE_RULES and not isinstance(value, Mapping | list):
+                _check(child, value, SCORE_RULES[key])
+            else:
+                _check_score(value, child)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            _check_score(item, f"{name}[{i}]")
+
+
+def validate(cfg: Mapping) -> None:
+    """Raises ConfigError for the first setting out of its range (a resolved config, or an
+    OmegaConf DictConfig)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    for name, rule in RULES.items():
+        present, value = _lookup(cfg, name)
+        if present:
+            _check(name, value, rule)
+    _check_score(cfg.get("score") or {}, "score")
