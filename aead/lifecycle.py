@@ -130,7 +130,12 @@ def critical() -> Iterator[None]:
     there, SQLite can keep a lock that the run's own clean-up then waits on) or TensorFlow
     work (an exception raised between two of its native calls corrupts its runtime: seen as
     "Failed to find function" errors and glibc aborts). A signal that arrives inside is
-    raised when the outermost section ends, or earlier at a `raise_pending()` safe point."""
+    raised when the outermost section ends, or earlier at a `raise_pending()` safe point.
+    Only the main thread's sections count: Python delivers signals there alone, and a
+    background thread's call (the heartbeat) must not hold one back or raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _critical["depth"] += 1
     try:
         yield

@@ -520,7 +520,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         tags["sweep_id"] = context.sweep_id
         tags["sweep_job"] = str(context.job_num)
     tags["overrides"] = redact(" ".join(context.overrides)) or "(none)"
-    with Tracker(tracking_uri, cfg.experiment_name, run_name, tags) as tracker:
+    heartbeat_s = cfg.tracking.get("heartbeat_s") or 30.0
+    with Tracker(tracking_uri, cfg.experiment_name, run_name, tags, heartbeat_s) as tracker:
         lifecycle.set_stage("logging")
         # params first: a run that fails (even on missing data) is recorded with its config
         tracker.log_params(flatten(_container(cfg)))

@@ -89,6 +89,7 @@ RULES: dict[str, Rule] = {
     "scenario.n_anomalies": optional(integer(1), "as many as the normal test images"),
     "threshold.k": number(0, low_open=True),
     "threshold.q": number(0, 100, low_open=True),
+    "tracking.heartbeat_s": number(0, low_open=True),
     "compute.threads": Rule(
         lambda v: v in (None, "auto") or (_is_int(v) and v >= 1), "'auto' or a whole number ≥ 1"
     ),

@@ -9,8 +9,9 @@ disk find each other's trained models, with the local cache (aead.cache) as the 
   unique): the worker that creates `aead-training-lock-<key>-<attempt>` trains; the others
   wait until the model appears. The lock is deleted when its holder is done; a holder whose
   run ended without publishing (failed, killed) leaves a stale lock, and the next attempt
-  number is tried. A holder killed with SIGKILL stays RUNNING as far as the server knows:
-  delete its lock experiment (`mlflow experiments delete`) to let the others go on.
+  number is tried. The lock is a lease on its holder's heartbeat (aead.heartbeat): a holder
+  killed with SIGKILL stops renewing it, and after MISSED heartbeat intervals the waiting
+  worker takes over under the next attempt number and trains.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from aead.tracking import retrying
+from aead import heartbeat
+from aead.retry import retrying
 
 log = logging.getLogger("aead")
 
@@ -76,13 +78,16 @@ class SharedModels:
         retrying(self.client.log_artifacts, self.run_id, str(folder), f"{ARTIFACT_DIR}/{key[:24]}")
         retrying(self.client.set_tag, self.run_id, ENTRY_TAG, key)
 
-    def _running(self, run_id: str | None) -> bool:
+    def _alive(self, run_id: str | None) -> bool:
+        """Whether the lock's holder still holds it: its run is RUNNING and its heartbeat
+        renews the lease (a holder killed hard stops renewing it, and is taken over)."""
         if not run_id:
             return False
         try:
-            return retrying(self.client.get_run, run_id).info.status == "RUNNING"
+            run = retrying(self.client.get_run, run_id)
         except MlflowException:
             return False
+        return run.info.status == "RUNNING" and heartbeat.lost_since(run) is None
 
     @contextmanager
     def claim(self, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[str | None]:
@@ -105,7 +110,7 @@ class SharedModels:
                 holder = retrying(self.client.get_experiment_by_name, name)
                 owner = holder.tags.get(LOCK_OWNER_TAG) if holder else None
                 released = holder is None or holder.lifecycle_stage == "deleted"
-                if released or not self._running(owner):
+                if released or not self._alive(owner):
                     if self.find(key) is None:  # released without a model, or stale
                         attempt += 1
                     continue

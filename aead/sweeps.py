@@ -76,6 +76,16 @@ class SweepCallback(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from mlflow import MlflowClient
+
+        from aead.heartbeat import end_lost_runs
+        from aead.tracking import resolve_tracking_uri
+
+        # runs whose process died hard (SIGKILL) and whose heartbeat has stopped: end them
+        uri = resolve_tracking_uri(Path.cwd(), config.get("tracking", {}).get("uri"))
+        experiment = MlflowClient(uri).get_experiment_by_name(config.get("experiment_name"))
+        if experiment is not None:
+            end_lost_runs(uri, [experiment.experiment_id])
         sweep_dir = str(config.hydra.sweep.dir)
         started = getattr(self, "started", 0.0)
         by_job = {r["job"]: r for r in self._tracked_records(config, sweep_dir, started)}

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,8 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from aead import lifecycle
+from aead import heartbeat, lifecycle
+from aead.retry import RETRY_SECONDS, retrying
 from aead.secrets import redact
 
 if TYPE_CHECKING:  # TensorFlow is imported only by what trains: the report starts fast
@@ -62,7 +63,6 @@ def resolve_tracking_uri(base_dir: str | os.PathLike, configured: str | None = N
 # Several processes (a joblib sweep) share one SQLite file: the schema is created once, under a
 # file lock, and writes that meet a locked database are retried.
 
-RETRY_SECONDS = 60.0
 _ready_stores: set[str] = set()
 
 
@@ -80,29 +80,6 @@ def _store_lock(uri: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _is_transient(exc: Exception, insert_race: bool = False) -> bool:
-    text = str(exc).lower()
-    if insert_race and "unique constraint" in text:
-        return True  # SQLite's and PostgreSQL's words for a row another job inserted first
-    return "database is locked" in text or "database is busy" in text
-
-
-def retrying(call: Callable, *args, insert_race: bool = False, **kwargs):
-    """call(*args, **kwargs), retried with back-off while SQLite reports a locked database.
-    insert_race: the call gets-or-creates a shared row (a dataset), so losing the race to
-    insert it is retried too: the second try finds the row."""
-    deadline, delay = time.monotonic() + RETRY_SECONDS, 0.05
-    while True:
-        try:
-            with lifecycle.critical():
-                return call(*args, **kwargs)
-        except Exception as exc:
-            if not _is_transient(exc, insert_race) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 def _use_write_ahead_log(uri: str) -> None:
@@ -175,11 +152,19 @@ class Tracker:
     """One MLflow run. Leaving the `with` block ends it: FINISHED; KILLED on a signal (tag
     `aead.end_reason`); FAILED on any other exception (tag `aead.error`, one line)."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None, tags=None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_name: str | None,
+        tags=None,
+        heartbeat_s: float = heartbeat.DEFAULT_INTERVAL_S,
+    ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.tags = dict(tags or {})
+        self.heartbeat_s = float(heartbeat_s)
         self._run = None
 
     def __enter__(self) -> Tracker:
@@ -190,6 +175,11 @@ class Tracker:
         self._run = retrying(
             mlflow.start_run, experiment_id=experiment_id, run_name=self.run_name, tags=tags
         )
+        # alive while it works; a run whose process died without ending it is ended here by
+        # the next run of its experiment (or by aead-end-lost-runs)
+        self._heartbeat = heartbeat.Heartbeat(self.tracking_uri, self.run_id, self.heartbeat_s)
+        self._heartbeat.start()
+        heartbeat.end_lost_runs(self.tracking_uri, [experiment_id])
         # if unwinding after a signal stalls, the watchdog still ends this run as KILLED
         self._unregister = lifecycle.on_force_exit(self._force_killed)
         self._active = lifecycle.run_active()
@@ -203,6 +193,7 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb):
         self._unregister()
+        self._heartbeat.stop()
         if exc_type is None:
             status, tags = "FINISHED", {}
         elif isinstance(exc, lifecycle.Interrupted):

@@ -65,7 +65,7 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
-        from aead.tracking import retrying
+        from aead.retry import retrying
 
         logs = {self.RENAME.get(k, k): float(v) for k, v in (logs or {}).items()}
         retrying(mlflow.log_metrics, logs, step=epoch + 1)
