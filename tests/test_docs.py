@@ -52,6 +52,8 @@ def test_every_command_on_the_getting_started_page_runs(tmp_path):
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
         if command[2] == "aead.report":  # its last line: the report's path
             assert done.stdout.strip().splitlines()[-1].endswith("report.html")
+        else:  # each run ends with its metrics and how to open it in the UI
+            assert "roc_auc" in done.stdout and "open it: mlflow ui" in done.stdout
 
     # the page's `mlflow ui` command opens the store those runs went to
     ui = next(c for c in commands if c[:2] == ["mlflow", "ui"])
@@ -62,5 +64,6 @@ def test_every_command_on_the_getting_started_page_runs(tmp_path):
     assert {"aead", "contaminated_mse"} <= set(
         mlflow.get_experiment(e).name for e in runs["experiment_id"].unique()
     )
-    sweeps = runs.dropna(subset=["tags.sweep_id"])
-    assert set(sweeps["params.loss.name"]) == {"bce", "ssim"}
+    sweeps = runs.dropna(subset=["tags.sweep_id"])  # one multirun: one run per job
+    assert sorted(sweeps["params.loss.name"]) == ["bce", "ssim"]
+    assert sweeps["tags.sweep_id"].nunique() == 1 and runs["metrics.roc_auc"].notna().all()

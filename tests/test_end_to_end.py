@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
@@ -16,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from aead.pipeline import RunContext, run
-from tests.helpers import QUICK, REPO, logged_scores
+from tests.helpers import logged_scores
 
 EXPECTED_METRICS = {
     "roc_auc",
@@ -165,30 +161,3 @@ def test_every_scenario_runs(make_config, tmp_path, scenario):
         assert metrics["planted_flagged"] == (flagged & (scores["label"] == 1)).sum()
         tags = MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags
         assert tags["data.test_is_training"].startswith("the whole set is evaluated: its 545 ")
-
-
-@pytest.mark.slow
-def test_multirun_makes_one_run_per_job(tmp_path):
-    store = f"sqlite:///{tmp_path / 'store.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    command = [
-        sys.executable,
-        "-m",
-        "aead.run",
-        "-m",
-        "loss=bce,ssim",
-        *QUICK,
-        "tracking.log_model=false",
-        f"hydra.sweep.dir={tmp_path / 'multirun' / 'sweep-x'}",
-        f"cache.dir={tmp_path / 'cache'}",
-    ]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    mlflow.set_tracking_uri(store)
-    runs = mlflow.search_runs(
-        search_all_experiments=True, filter_string="tags.sweep_id = 'sweep-x'"
-    )
-    assert sorted(runs["params.loss.name"]) == ["bce", "ssim"]
-    assert set(runs["status"]) == {"FINISHED"}
-    assert np.isfinite(runs["metrics.roc_auc"]).all()
-    assert "open it: mlflow ui" in done.stdout

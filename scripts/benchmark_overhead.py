@@ -1,0 +1,104 @@
+"""What aead costs beyond the training it does: the same training (conv AE, BCE, 10 epochs,
+5,000 MNIST images: 4,500 to train, 500 to validate, batch 128; then every test image of
+MNIST and Fashion-MNIST scored) as a plain Keras script and as an aead run, each a whole
+process, in one invocation. Prints both wall times, their ratio, aead's time per stage (the
+run's logged `time_<stage>_s`), and the wall time of a run that reuses the model from the
+cache (a threshold variant: the case that dominates big sweeps).
+
+    AEAD_DATA_DIR=../shared/datasets python scripts/benchmark_overhead.py [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EPOCHS, BATCH, TRAIN_LIMIT = 10, 128, 5000
+
+# The plain script: what a researcher would write by hand for the same job, with the same
+# model builder and IDX reader (the point is what aead adds around them, not a different net).
+PLAIN = textwrap.dedent(
+    f"""
+    import numpy as np, keras
+    from sklearn.metrics import roc_auc_score
+    from aead.data import load_dataset
+    from aead.models import build_model, model_settings
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    train = load_dataset("mnist", "train").images
+    images = train[rng.choice(len(train), {TRAIN_LIMIT}, replace=False)]
+    x_train, x_val = images[{TRAIN_LIMIT // 10}:], images[:{TRAIN_LIMIT // 10}]
+    model = build_model(model_settings("conv"))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs={EPOCHS},
+              batch_size={BATCH}, shuffle=True, verbose=0)
+    normal = load_dataset("mnist", "test").images
+    anomaly = load_dataset("fashion_mnist", "test").images
+    x_test = np.concatenate([normal, anomaly])
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
+    reconstructions = model.predict(x_test, batch_size={BATCH}, verbose=0)
+    errors = keras.losses.binary_crossentropy(x_test, reconstructions).numpy().mean(axis=(1, 2))
+    print("plain ROC-AUC", round(float(roc_auc_score(labels, errors)), 4))
+    """
+)
+
+
+def timed(command: list[str], env: dict, log: Path) -> float:
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:4])} failed (exit {done.returncode}); see {log}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", help="store, cache and logs (default: a temporary folder)")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="aead-overhead-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    store = f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    aead = [sys.executable, "-m", "aead.run", f"trainer.epochs={EPOCHS}",
+            f"trainer.batch_size={BATCH}", "trainer.patience=0", "trainer.verbose=0",
+            f"data.train_limit={TRAIN_LIMIT}", "experiment_name=overhead",
+            f"cache.dir={work / 'cache'}", f"hydra.run.dir={work / 'hydra'}"]  # fmt: skip
+
+    plain_wall = timed([sys.executable, "-c", PLAIN], env, work / "plain.log")
+    aead_wall = timed(aead, env, work / "aead.log")
+    reuse_wall = timed([*aead, "threshold=percentile"], env, work / "reuse.log")
+
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["overhead"], order_by=["attributes.start_time"])
+    trained, reused = runs.iloc[0], runs.iloc[1]
+    assert trained["tags.aead.model_source"] == "trained"
+    assert reused["tags.aead.model_source"] == "reused"
+    print(f"machine        : {os.cpu_count()} CPUs; work folder {work}")
+    plain_auc = (work / "plain.log").read_text().strip().splitlines()[-1]
+    print(f"plain Keras    : {plain_wall:6.1f} s  (whole process; {plain_auc})")
+    aead_auc = f"ROC-AUC {trained['metrics.roc_auc']:.4f}"
+    print(f"aead run       : {aead_wall:6.1f} s  (whole process; {aead_auc})")
+    print(f"ratio          : {aead_wall / plain_wall:.2f}x  (aead / plain)")
+    print(f"reusing variant: {reuse_wall:6.1f} s  (threshold=percentile, model from the cache)")
+    stages = sorted(c for c in runs if c.startswith("metrics.time_") and c.endswith("_s"))
+    print(f"{'aead stage':<24}{'trained run':>14}{'reusing run':>14}")
+    for column in stages:
+        name = column.removeprefix("metrics.time_").removesuffix("_s").replace("_", " ")
+        print(f"{name:<24}{trained[column]:>12.1f} s{reused[column]:>12.1f} s")
+    print(f"{'in-process (duration_s)':<24}{trained['metrics.duration_s']:>12.1f} s"
+          f"{reused['metrics.duration_s']:>12.1f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
