@@ -103,6 +103,9 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
         client = MlflowClient(base)
         runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id])
         code, elapsed, stopped = _stop_ray_sweep_mid_training(tmp_path, env, client)
+        logged = {
+            r.info.run_id: client.get_metric_history(r.info.run_id, "val_loss") for r in stopped
+        }
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     by_source = {r.data.tags["aead.model_source"]: r for r in runs}
     assert set(by_source) == {"trained", "reused"}
@@ -119,7 +122,7 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
     reasons = {r.info.run_id: r.data.tags["aead.end_reason"] for r in stopped}
     assert all(re.fullmatch(r"SIGINT during [a-z -]+(, epoch \d+)?", v) for v in reasons.values())
     for r in stopped:
-        epochs = len(client.get_metric_history(r.info.run_id, "val_loss"))
+        epochs = len(logged[r.info.run_id])
         if epochs:
             epoch = re.fullmatch(r"SIGINT during training, epoch (\d+)", reasons[r.info.run_id])
             assert epoch and int(epoch.group(1)) >= epochs, reasons[r.info.run_id]
