@@ -4,6 +4,7 @@ whose links land on pages that exist."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -47,6 +48,9 @@ def test_every_command_on_the_getting_started_page_runs(tmp_path):
     aead = [c for c in commands if c[:2] == ["python", "-m"] and c[2].startswith("aead.")]
     assert [" ".join(c[:2]) for c in commands[:2]] == ["bash scripts/setup.sh", "pytest"]
     assert len(aead) >= 5  # the main job, its quick variant, the sweeps, the report, ...
+    # as a new user runs them: no store chosen (earlier tests' mlflow.set_tracking_uri sets
+    # MLFLOW_TRACKING_URI in this process), so the runs go to ./mlruns
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ran = set()
     for command in aead:
         argv = [sys.executable, *command[1:]]
@@ -55,7 +59,9 @@ def test_every_command_on_the_getting_started_page_runs(tmp_path):
         if _effective(argv) in ran:
             continue  # the full and quick variants shrink to the same command
         ran.add(_effective(argv))
-        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
         if command[2] == "aead.report":  # its last line: the report's path
             assert done.stdout.strip().splitlines()[-1].endswith("report.html")
