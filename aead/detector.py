@@ -3,8 +3,10 @@ images and returns, per image, the run's anomaly `score` and `is_anomaly` agains
 fitted threshold, and it loads where aead is not installed: aead's own modules travel with
 the model (MLflow `code_paths`), the Keras model is saved uncompiled (no custom loss to find).
 
-Input: N×28×28 or N×28×28×1; integers are 0–255 (uint8 images, or whole numbers in a JSON
-request), floats are 0–1. Anything else is refused with one line saying what was expected.
+Input: N×H×W×C images of the shape the run trained on (N×H×W when it has one channel);
+integers are 0–255 (uint8 images, or whole numbers in a JSON request), floats are 0–1.
+Anything else is refused with one line saying what was expected. The shape is in the logged
+model's metadata (`image_shape`).
 """
 
 from __future__ import annotations
@@ -19,17 +21,25 @@ import pandas as pd
 
 import aead
 
-SIDE = 28
+MNIST_SHAPE = (28, 28, 1)
 
 
 class InputError(ValueError):
     """Images the detector cannot score; the message says what it takes."""
 
 
-def as_images(data) -> np.ndarray:
-    """The input as float32 N×28×28×1 in [0, 1]."""
+def _shape_text(shape) -> str:
+    height, width, channels = shape
+    one = f"N×{height}×{width} or " if channels == 1 else ""
+    return f"{one}N×{height}×{width}×{channels}"
+
+
+def as_images(data, shape=MNIST_SHAPE) -> np.ndarray:
+    """The input as float32 N×H×W×C in [0, 1], for images of `shape` (H, W, C)."""
+    shape = tuple(int(n) for n in shape)
+    expected = _shape_text(shape)
     if isinstance(data, pd.DataFrame):
-        raise InputError("give the images as an array (N×28×28 or N×28×28×1), not a DataFrame")
+        raise InputError(f"give the images as an array ({expected}), not a DataFrame")
     if isinstance(data, dict) and len(data) == 1:
         data = next(iter(data.values()))  # a named tensor input
     try:
@@ -37,26 +47,23 @@ def as_images(data) -> np.ndarray:
         if array.dtype == object:  # nested lists from a JSON request
             array = np.asarray(array.tolist())
     except (TypeError, ValueError) as exc:
-        raise InputError(f"images must be a numeric array N×28×28 or N×28×28×1 ({exc})") from None
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE):
-        raise InputError(f"images must be N×28×28 or N×28×28×1, got shape {array.shape}")
+        raise InputError(f"images must be a numeric array {expected} ({exc})") from None
+    given = array.shape
+    if array.ndim == 3 and shape[2] == 1:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != shape:
+        raise InputError(f"images must be {expected}, got shape {given}")
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
         raise InputError(f"images must hold numbers, got {array.dtype}")
     if np.issubdtype(array.dtype, np.integer):
         if array.size and (array.min() < 0 or array.max() > 255):
             raise InputError("integer images must hold values 0–255")
-        array = array.astype(np.float32) / 255.0
-    else:
-        if not np.isfinite(array).all():
-            raise InputError("images must not hold NaN or infinite values")
-        if array.size and (array.min() < 0 or array.max() > 1):
-            raise InputError(
-                "float images must hold values 0–1 (send 0–255 as uint8 or whole numbers)"
-            )
-        array = array.astype(np.float32)
-    return array[..., None]
+        return array.astype(np.float32) / 255.0
+    if not np.isfinite(array).all():
+        raise InputError("images must not hold NaN or infinite values")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise InputError("float images must hold values 0–1 (send 0–255 as uint8 or whole numbers)")
+    return array.astype(np.float32)
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
@@ -77,7 +84,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         from aead.losses import model_errors
         from aead.scores import Scored
 
-        images = as_images(model_input)
+        images = as_images(model_input, self.model.input_shape[1:])
         errors, _ = model_errors(self.model, self.kind, self.error_name, images, self.batch_size)
         scores = self.score(Scored(images, errors))
         return pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
@@ -120,6 +127,7 @@ def log_detector(model, kind: str, error_name: str, score, threshold, batch_size
             code_paths=[str(Path(aead.__file__).parent)],
             signature=signature,
             input_example=np.asarray(example),
+            metadata={"image_shape": list(model.input_shape[1:])},
             pip_requirements=[
                 f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
                 f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",

@@ -47,6 +47,18 @@ def ssim(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     return 1.0 - tf.image.ssim(y_true, y_pred, max_val=1.0)
 
 
+SSIM_WINDOW = 11  # tf.image.ssim's default filter size
+
+
+def require_fits(name: str, shape) -> None:
+    """Refuses, in one line, images a loss cannot be computed on."""
+    if name == "ssim" and min(shape[:2]) < SSIM_WINDOW:
+        raise ConfigError(
+            f"loss=ssim needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels (its "
+            f"window), got {shape[0]}×{shape[1]}; set data.image_size or choose another loss"
+        )
+
+
 LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
     "bce": bce,
     "mse": mse,

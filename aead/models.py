@@ -11,53 +11,78 @@ from keras import layers
 from aead import lifecycle
 from aead.errors import ConfigError
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)  # MNIST's, the shape a model is built for when none is given
 
 
-def build_dense(cfg: Mapping) -> keras.Model:
-    """Dense AE: encoder 784 -> units..., mirrored decoder, sigmoid output."""
+def _input_shape(shape) -> tuple[int, int, int]:
+    shape = tuple(int(n) for n in (shape or IMAGE_SHAPE))
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"a model takes images height×width×channels, got shape {shape}")
+    return shape
+
+
+def _refuse_smaller_than(shape, side: int, what: str) -> None:
+    if min(shape[:2]) < side:
+        raise ConfigError(
+            f"{what} needs images of at least {side}×{side} pixels, got "
+            f"{shape[0]}×{shape[1]}; set data.image_size or use fewer model.filters"
+        )
+
+
+def build_dense(cfg: Mapping, shape=None) -> keras.Model:
+    """Dense AE: encoder H·W·C -> units..., mirrored decoder, sigmoid output."""
+    shape = _input_shape(shape)
     units = list(cfg["units"])
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    inputs = keras.Input(shape, name="image")
     x = layers.Flatten()(inputs)
     for n in units:
         x = layers.Dense(n, activation="relu")(x)
     for n in reversed(units[:-1]):
         x = layers.Dense(n, activation="relu")(x)
-    x = layers.Dense(28 * 28, activation="sigmoid")(x)
-    outputs = layers.Reshape(IMAGE_SHAPE, name="reconstruction")(x)
+    x = layers.Dense(int(np.prod(shape)), activation="sigmoid")(x)
+    outputs = layers.Reshape(shape, name="reconstruction")(x)
     return keras.Model(inputs, outputs, name="dense_autoencoder")
 
 
-def build_conv(cfg: Mapping) -> keras.Model:
+def build_conv(cfg: Mapping, shape=None) -> keras.Model:
     """Conv AE: one 3x3 ReLU conv + 2x2 max-pool per entry of `filters` (28 -> 14 -> 7 -> 4
-    for three), then the mirror: conv + 2x up-sampling per stage, sigmoid output.
+    for three), then the mirror: conv + 2x up-sampling per stage, sigmoid output with the
+    input's channels. The code is the last stage's map: filters[-1] channels at 1/2^stages of
+    the input's height and width.
 
     As in the classic Keras conv AE, a decoder conv uses 'valid' padding where losing its two
-    border pixels lands the up-sampled map exactly on the encoder's size (16 -> 14 -> 28)."""
+    border pixels lands the up-sampled map exactly on the encoder's size (16 -> 14 -> 28), in
+    height and width alike; any excess is cropped off at the end."""
+    shape = _input_shape(shape)
     filters = list(cfg["filters"])
+    _refuse_smaller_than(shape, 2 ** len(filters), f"a conv AE of {len(filters)} stages")
     init = cfg.get("kernel_initializer", "glorot_uniform")
 
     def conv(x, n, padding="same"):
         return layers.Conv2D(n, 3, activation="relu", padding=padding, kernel_initializer=init)(x)
 
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    inputs = keras.Input(shape, name="image")
     x, sizes = inputs, []
     for n in filters:
-        sizes.append(x.shape[1])
+        sizes.append(tuple(x.shape[1:3]))
         x = layers.MaxPooling2D(2, padding="same")(conv(x, n))
     for n, target in zip(reversed(filters), reversed(sizes), strict=True):
-        padding = "valid" if 2 * (x.shape[1] - 2) == target else "same"
-        x = layers.UpSampling2D(2)(conv(x, n, padding))
-    if x.shape[1] != IMAGE_SHAPE[0]:  # filter counts the rule above cannot land exactly
-        excess = x.shape[1] - IMAGE_SHAPE[0]
-        x = layers.Cropping2D(((excess // 2, excess - excess // 2),) * 2)(x)
-    outputs = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="reconstruction")(x)
+        lands = [2 * (have - 2) == want for have, want in zip(x.shape[1:3], target, strict=True)]
+        x = layers.UpSampling2D(2)(conv(x, n, "valid" if all(lands) else "same"))
+    excess = [have - want for have, want in zip(x.shape[1:3], shape[:2], strict=True)]
+    if any(excess):  # sizes the rule above cannot land exactly
+        x = layers.Cropping2D(tuple((e // 2, e - e // 2) for e in excess))(x)
+    outputs = layers.Conv2D(
+        shape[2], 3, activation="sigmoid", padding="same", name="reconstruction"
+    )(x)
     return keras.Model(inputs, outputs, name=f"conv_autoencoder_{len(filters)}_stages")
 
 
-def build_cnn(cfg: Mapping) -> keras.Model:
+def build_cnn(cfg: Mapping, shape=None) -> keras.Model:
     """Supervised baseline: conv + max-pool blocks, dense + dropout, sigmoid P(anomaly)."""
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    shape = _input_shape(shape)
+    _refuse_smaller_than(shape, 2 ** len(cfg["filters"]), f"a CNN of {len(cfg['filters'])} blocks")
+    inputs = keras.Input(shape, name="image")
     x = inputs
     for n in cfg["filters"]:
         x = layers.Conv2D(n, 3, activation="relu", padding="same")(x)
@@ -72,15 +97,15 @@ def build_cnn(cfg: Mapping) -> keras.Model:
 BUILDERS = {"dense": build_dense, "conv": build_conv, "cnn": build_cnn}
 
 
-def build_model(cfg: Mapping) -> keras.Model:
-    """Build the model named by `cfg.architecture` (several configs may share a builder)."""
+def build_model(cfg: Mapping, shape=None) -> keras.Model:
+    """Build the model named by `cfg.architecture` (several configs may share a builder) for
+    images of `shape` (height, width, channels; default 28×28×1)."""
     architecture = cfg.get("architecture", cfg["name"])
-    try:
-        return BUILDERS[architecture](cfg)
-    except KeyError:
+    if architecture not in BUILDERS:
         raise ConfigError(
             f"unknown model architecture '{architecture}'; choose one of {sorted(BUILDERS)}"
-        ) from None
+        )
+    return BUILDERS[architecture](cfg, shape)
 
 
 def model_settings(name: str) -> dict:

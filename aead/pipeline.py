@@ -101,6 +101,17 @@ class Detector:
 # left out of the config hash that identifies a sweep's job when the sweep is resumed.
 NOT_RESULT = ("tracking", "cache", "compute", "run_name")
 NOT_RESULT_TRAINER = ("verbose",)
+NOT_RESULT_DATA = ("decode_cache", "cache_dir", "max_memory_gb")
+# Settings added after sweeps were first recorded: left out of the hash while at these
+# defaults, so that the jobs of an existing sweep keep their hashes and still resume.
+ADDED_DATA_DEFAULTS = {
+    "channels": None,
+    "image_size": None,
+    "interpolation": "bilinear",
+    "test_fraction": 0.2,
+    "split_seed": 0,
+    "on_corrupt": "fail",
+}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -108,6 +119,13 @@ def config_hash(cfg: DictConfig) -> str:
     config = {k: v for k, v in _container(cfg).items() if k not in NOT_RESULT}
     trainer = config.get("trainer") or {}
     config["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_RESULT_TRAINER}
+    if "data" in config:
+        config["data"] = {
+            k: v
+            for k, v in config["data"].items()
+            if k not in NOT_RESULT_DATA
+            and not (k in ADDED_DATA_DEFAULTS and v == ADDED_DATA_DEFAULTS[k])
+        }
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -427,28 +445,27 @@ def _log_artifacts(
         ),
         "plots/outliers.png",
     )
-    tracker.log_dataframe_csv(
-        pd.DataFrame(
-            {
-                "index": np.arange(len(scores)),
-                "label": labels.astype(int),
-                "score": scores,
-                "predicted": predicted.astype(int),
-            }
-        ),
-        "scores.csv",
-    )
+    table = {
+        "index": np.arange(len(scores)),
+        "label": labels.astype(int),
+        "score": scores,
+        "predicted": predicted.astype(int),
+    }
+    if splits.test_files:  # images read from files: which file each row is
+        table["file"] = splits.test_files
+    tracker.log_dataframe_csv(pd.DataFrame(table), "scores.csv")
 
 
 def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch, images) -> None:
     """The deployable pyfunc model `detector` (aead.detector), with an input example as users
-    send it: uint8 images N×28×28."""
+    send it: uint8 images N×H×W (one channel) or N×H×W×C."""
     if not score.deployable:
         tracker.set_tags({"aead.detector": f"not logged: score={score.name} is not deployable"})
         return
     from aead.detector import log_detector  # MLflow's pyfunc stack: only when logging one
 
-    example = np.round(images[..., 0] * 255).astype(np.uint8)
+    example = np.round(images * 255).astype(np.uint8)
+    example = example[..., 0] if example.shape[-1] == 1 else example
     retrying(
         log_detector, detector.model, detector.kind, detector.error_name, score, threshold,
         batch, example,
@@ -467,11 +484,20 @@ def _log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:
         tracker.log_dataset(images, labels, what, source, context)
 
 
+def _cache_dir(cfg: DictConfig, context: RunContext) -> Path:
+    return Path((cfg.get("cache") or {}).get("dir") or Path(context.base_dir) / ".aead_cache")
+
+
 def _cache(cfg: DictConfig, context: RunContext) -> ModelCache | None:
-    settings = cfg.get("cache") or {}
-    if not settings.get("enabled", True):
+    if not (cfg.get("cache") or {}).get("enabled", True):
         return None
-    return ModelCache(settings.get("dir") or Path(context.base_dir) / ".aead_cache")
+    return ModelCache(_cache_dir(cfg, context))
+
+
+def _images_cache(cfg: DictConfig, context: RunContext) -> Path:
+    """Where decoded image folders are kept (data.decode_cache): data.cache_dir, else
+    <cache.dir>/images."""
+    return Path(cfg.data.get("cache_dir") or _cache_dir(cfg, context) / "images")
 
 
 def _shared_models(cfg: DictConfig, tracker: Tracker):
@@ -527,17 +553,23 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         tracker.log_params(flatten(_container(cfg)))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         lifecycle.set_stage("data")
-        splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
+        splits = build_splits(
+            cfg.scenario, cfg.data, seed=int(cfg.seed), cache_dir=_images_cache(cfg, context)
+        )
         lifecycle.set_stage("logging")
         tracker.set_tags({f"data.{k}": v for k, v in splits.description.items()})
+        tracker.set_tags({"data.image_shape": "×".join(map(str, splits.x_test.shape[1:]))})
         _log_datasets(tracker, cfg, splits)
         tracker.log_metrics(
             {
                 "n_train": len(splits.x_train),
                 "n_val": len(splits.x_val),
                 "n_test": len(splits.x_test),
+                "data_skipped_files": len(splits.skipped_files),
             }
         )
+        if splits.skipped_files:  # data.on_corrupt=skip: which files, and why
+            tracker.log_text("\n".join(splits.skipped_files) + "\n", "data/skipped_files.txt")
         extra = {}
         if cfg.trainer.get("kfold"):
             if cfg.model.kind != "classifier":

@@ -165,7 +165,8 @@ COMPRESSORS: dict[str, Callable[[np.ndarray], int]] = {
 
 
 def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
-    """Compressed length of each image, as 8-bit pixels, in bits per pixel."""
+    """Compressed length of each image, as 8-bit pixels, in bits per pixel value (per pixel
+    and channel)."""
     try:
         length = COMPRESSORS[compressor]
     except KeyError:
@@ -173,9 +174,9 @@ def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
             f"unknown score.compressor '{compressor}'; choose one of {sorted(COMPRESSORS)}"
         ) from None
     pixels = np.clip(np.rint(np.asarray(images) * 255), 0, 255).astype(np.uint8)
-    pixels = pixels.reshape(len(pixels), *pixels.shape[1:3])
-    n_pixels = pixels.shape[1] * pixels.shape[2]
-    return np.array([8.0 * length(image) / n_pixels for image in pixels], dtype=np.float64)
+    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # PNG: gray H×W or RGB H×W×3
+    n_values = int(np.prod(pixels.shape[1:]))
+    return np.array([8.0 * length(image) / n_values for image in pixels], dtype=np.float64)
 
 
 def _combine(errors: np.ndarray, reference: np.ndarray, how: str, weight: float) -> np.ndarray:

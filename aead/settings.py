@@ -69,6 +69,27 @@ def sizes() -> Rule:
     )
 
 
+def class_name_or_index() -> Rule:
+    return Rule(
+        lambda v: (_is_int(v) and v >= 0) or (isinstance(v, str) and v.strip() != ""),
+        "a class index ≥ 0 (in sorted folder-name order) or a class folder name",
+    )
+
+
+def image_size() -> Rule:
+    def accepts(v) -> bool:
+        if v is None or (_is_int(v) and v >= 1):
+            return True
+        pair = isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2
+        return pair and all(_is_int(n) and n >= 1 for n in v)
+
+    return Rule(accepts, "[height, width] or one whole number ≥ 1, or null (the files' own size)")
+
+
+def one_of(*choices) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
+
+
 RULES: dict[str, Rule] = {
     "seed": integer(0),
     "trainer.epochs": integer(1),
@@ -81,8 +102,15 @@ RULES: dict[str, Rule] = {
     "data.train_limit": optional(integer(1), "every image"),
     "data.test_limit": optional(integer(1), "every image"),
     "data.val_fraction": number(0, 1, low_open=True, high_open=True),
-    "scenario.normal_class": integer(0, 9),
-    "scenario.anomaly_class": integer(0, 9),
+    "data.channels": Rule(lambda v: v in (None, 1, 3), "1, 3, or null (the data's own)"),
+    "data.image_size": image_size(),
+    "data.interpolation": one_of("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"),
+    "data.test_fraction": number(0, 1, low_open=True, high_open=True),
+    "data.split_seed": integer(0),
+    "data.on_corrupt": one_of("fail", "skip"),
+    "data.max_memory_gb": number(0, low_open=True),
+    "scenario.normal_class": class_name_or_index(),
+    "scenario.anomaly_class": class_name_or_index(),
     "scenario.fraction": number(0, 1, high_open=True),
     "scenario.train_anomaly_fraction": number(0, 1, high_open=True),
     "scenario.labeled_anomalies": integer(0),
@@ -148,3 +176,16 @@ def validate(cfg: Mapping) -> None:
         if present:
             _check(name, value, rule)
     _check_score(cfg.get("score") or {}, "score")
+    _check_classes(cfg.get("scenario") or {})
+
+
+def _check_classes(scenario: Mapping) -> None:
+    """A class of a registered dataset (whose classes are known without reading it)."""
+    from aead.data.sources import DATASETS, known_class, unknown_class
+
+    source = DATASETS.get(str(scenario.get("dataset")))
+    classes = getattr(source, "classes", None)
+    for key in ("normal_class", "anomaly_class"):
+        if classes and key in scenario and not known_class(scenario[key], classes):
+            setting = f"scenario.{key}"
+            raise ConfigError(unknown_class(setting, scenario[key], source.name, classes))

@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from aead import lifecycle
 from aead.data import LabeledSet
 from aead.errors import ConfigError
-from aead.losses import get_loss
+from aead.losses import get_loss, require_fits
 from aead.models import build_model, predict
 
 log = logging.getLogger("aead")
@@ -117,13 +117,13 @@ def _callbacks(trainer: Mapping, extra: list) -> list:
     return callbacks
 
 
-def seeded_model(model_cfg: Mapping, seed: int) -> keras.Model:
+def seeded_model(model_cfg: Mapping, seed: int, shape=None) -> keras.Model:
     """Builds the model right after seeding Python, NumPy and TensorFlow with `seed`, so that
     its initial weights and its batch order depend only on what it is (its training
     configuration, seed included), never on what this process built or trained before it: a
     model cached by one run is the model another run would have trained itself."""
     keras.utils.set_random_seed(int(seed))
-    return build_model(model_cfg)
+    return build_model(model_cfg, shape)
 
 
 def _compile(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
@@ -154,7 +154,9 @@ def _fit(
 def train_autoencoder(
     model_cfg: Mapping, loss_name: str, trainer: Mapping, x_train, x_val, *, seed: int, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    model = _compile(seeded_model(model_cfg, seed), trainer, get_loss(loss_name))
+    require_fits(loss_name, x_train.shape[1:])
+    model = seeded_model(model_cfg, seed, x_train.shape[1:])
+    model = _compile(model, trainer, get_loss(loss_name))
     log.info(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
@@ -190,7 +192,8 @@ def train_classifier(
     model_cfg: Mapping, trainer: Mapping, x_tr, y_tr, x_val, y_val, *, seed: int, callbacks=()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     weights = class_weights(y_tr)
-    model = _compile(seeded_model(model_cfg, seed), trainer, "binary_crossentropy")
+    model = seeded_model(model_cfg, seed, x_tr.shape[1:])
+    model = _compile(model, trainer, "binary_crossentropy")
     log.info(
         "training %s (%s parameters) on %s labeled images (%d anomalies), class weights %s",
         model.name, f"{model.count_params():,}", f"{len(x_tr):,}", int(y_tr.sum()),

@@ -3,8 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from aead import data
-from aead.data import DataError, build_splits, load_dataset, read_idx, write_idx
+from aead.data import DataError, build_splits, load_dataset, lookup, read_idx, sources, write_idx
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -12,7 +11,7 @@ MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 def _fake_dataset(root, folder="mnist", n=12, split="train"):
     target = root / folder
     target.mkdir(parents=True, exist_ok=True)
-    prefix = data.SPLIT_PREFIX[split]
+    prefix = sources.IdxSource.PREFIX[split]
     images = np.arange(n * 28 * 28, dtype=np.uint8).reshape(n, 28, 28)
     labels = (np.arange(n) % 10).astype(np.uint8)
     write_idx(target / f"{prefix}-images-idx3-ubyte.gz", images)
@@ -22,9 +21,9 @@ def _fake_dataset(root, folder="mnist", n=12, split="train"):
 
 @pytest.fixture(autouse=True)
 def _fresh_loader_cache():
-    data._load_cached.cache_clear()
+    sources._load_cached.cache_clear()
     yield
-    data._load_cached.cache_clear()
+    sources._load_cached.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["x.idx", "x.idx.gz"])
@@ -73,44 +72,46 @@ def test_truncated_gzip(tmp_path):
         read_idx(path)
 
 
-def test_images_scaled_to_unit_floats(tmp_path):
+def test_images_kept_as_uint8_and_scaled_to_unit_floats_on_use(tmp_path):
     images, labels = _fake_dataset(tmp_path)
     loaded = load_dataset("mnist", "train", root=str(tmp_path), download=False)
-    assert loaded.images.shape == (12, 28, 28, 1) and loaded.images.dtype == np.float32
-    np.testing.assert_allclose(loaded.images[..., 0], images / 255.0, rtol=1e-6)
+    assert loaded.images.shape == (12, 28, 28, 1) and loaded.images.dtype == np.uint8
+    np.testing.assert_array_equal(loaded.images[..., 0], images)
+    assert loaded.unit().dtype == np.float32
+    np.testing.assert_allclose(loaded.unit()[..., 0], images / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(loaded.labels, labels)
 
 
 def test_config_root_comes_before_environment(tmp_path, monkeypatch):
     _fake_dataset(tmp_path / "a", n=5)
     _fake_dataset(tmp_path / "b", n=7)
-    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "b"))
+    monkeypatch.setenv(lookup.DATA_ENV_VAR, str(tmp_path / "b"))
     assert len(load_dataset("mnist", "train", root=str(tmp_path / "a")).images) == 5
     assert len(load_dataset("mnist", "train", root=None).images) == 7
 
 
 def test_debian_folder_is_searched(tmp_path, monkeypatch):
     _fake_dataset(tmp_path, folder="fashion-mnist", n=4, split="test")
-    monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path)
+    monkeypatch.delenv(lookup.DATA_ENV_VAR, raising=False)
+    monkeypatch.setattr(lookup, "DEBIAN_DATASETS", tmp_path)
     assert len(load_dataset("fashion_mnist", "test", download=False).images) == 4
 
 
 def test_missing_data_error_names_every_place(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "env"))
-    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    monkeypatch.setenv(lookup.DATA_ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.setattr(lookup, "DEBIAN_DATASETS", tmp_path / "debian")
 
-    def offline(name, split):
+    def offline(self, split):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "_read_from_keras", offline)
+    monkeypatch.setattr(sources.IdxSource, "_from_keras", offline)
     with pytest.raises(DataError) as err:
         load_dataset("fashion_mnist", "train", root=str(tmp_path / "cfg"))
     message = str(err.value)
     for place in (
         "data.root",
         tmp_path / "cfg",
-        data.DATA_ENV_VAR,
+        lookup.DATA_ENV_VAR,
         tmp_path / "env",
         tmp_path / "debian",
         "keras.datasets.fashion_mnist",
@@ -121,8 +122,7 @@ def test_missing_data_error_names_every_place(tmp_path, monkeypatch):
 
 def test_real_mnist_training_set_is_complete(data_dir):
     train = load_dataset("mnist", "train", download=False)
-    assert train.images.shape == (60000, 28, 28, 1)
-    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.images.shape == (60000, 28, 28, 1) and train.images.dtype == np.uint8
     # class counts of the official MNIST training set
     assert np.bincount(train.labels).tolist() == MNIST_TRAIN_COUNTS
 
@@ -149,6 +149,16 @@ def test_one_class_labels(data_dir):
     assert len(splits.x_test) == 1000 and 0 < splits.y_test.mean() < 1
 
 
+def test_a_class_the_dataset_lacks_is_refused_listing_its_classes(data_dir):
+    scenario = {"name": "one_class", "dataset": "mnist", "normal_class": 10}
+    with pytest.raises(DataError) as err:
+        build_splits(scenario, {"download": False}, seed=0)
+    assert str(err.value) == (
+        "scenario.normal_class=10: mnist has no such class; its classes are "
+        + ", ".join(str(d) for d in range(10))
+    )
+
+
 def test_noise_scenario_and_seed(data_dir):
     scenario = {"name": "noise", "dataset": "mnist", "n_anomalies": 50}
     a = build_splits(scenario, {"download": False, "test_limit": 100}, seed=3)
@@ -159,5 +169,66 @@ def test_noise_scenario_and_seed(data_dir):
 
 
 def test_unknown_scenario():
-    with pytest.raises(ValueError, match="unknown scenario 'nope'"):
+    with pytest.raises(ValueError, match="unknown scenario 'nope'; choose one of contaminated"):
         build_splits({"name": "nope"}, {}, seed=0)
+
+
+# SHA-256 (first 16 hex digits) of each scenario's arrays, seed 7, computed with the IDX-only
+# loader that came before image folders (commit 17889c5): the same images, in the same order,
+# as float32 in [0, 1], so MNIST and Fashion-MNIST runs keep their figures.
+SPLIT_DIGESTS = {
+    "mnist_vs_fashion": "6d0cced85a98e816",
+    "fashion_vs_mnist": "5d9223127f01a8cd",
+    "one_class": "1425f46753f5bcab",
+    "contaminated": "3ac7b1fa0df6318c",
+    "noise": "c6b0fc43e139ed1d",
+}
+SPLIT_CASES = {
+    "mnist_vs_fashion": (
+        {"name": "mnist_vs_fashion", "labeled_anomalies": 50},
+        {"train_limit": 600, "test_limit": 200},
+    ),
+    "fashion_vs_mnist": (
+        {"name": "fashion_vs_mnist", "labeled_anomalies": 0},
+        {"train_limit": 600, "test_limit": 200},
+    ),
+    "one_class": (
+        {
+            "name": "one_class",
+            "dataset": "fashion_mnist",
+            "normal_class": 3,
+            "train_anomaly_fraction": 0.1,
+        },
+        {"test_limit": 500},
+    ),
+    "contaminated": (
+        {
+            "name": "contaminated",
+            "dataset": "mnist",
+            "normal_class": 1,
+            "anomaly_class": 3,
+            "fraction": 0.01,
+        },
+        {},
+    ),
+    "noise": (
+        {"name": "noise", "dataset": "mnist", "n_anomalies": None},
+        {"train_limit": 600, "test_limit": 200},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_DIGESTS))
+def test_scenarios_give_the_arrays_they_gave_before_image_folders(data_dir, name):
+    import hashlib
+
+    scenario, limits = SPLIT_CASES[name]
+    splits = build_splits(scenario, {"download": False, "val_fraction": 0.1, **limits}, seed=7)
+    digest = hashlib.sha256()
+    arrays = [splits.x_train, splits.x_val, splits.x_test, splits.y_test]
+    if splits.labeled is not None:
+        arrays += [splits.labeled.images, splits.labeled.labels]
+    for array in arrays:
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    assert digest.hexdigest()[:16] == SPLIT_DIGESTS[name]

@@ -90,7 +90,8 @@ def test_every_numeric_setting_has_a_rule_and_refuses_an_out_of_range_value(name
 @pytest.mark.parametrize(
     "path, value",
     [("data.val_fraction", 1.0), ("scenario.train_anomaly_fraction", 1.0),
-     ("scenario.normal_class", 10), ("threshold.q", 100.5), ("trainer.kfold", 1),
+     ("data.channels", 2), ("data.image_size", [0, 5]), ("data.on_corrupt", "ignore"),
+     ("scenario.normal_class", ""), ("threshold.q", 100.5), ("trainer.kfold", 1),
      ("trainer.epochs", 2.5), ("trainer.epochs", True), ("compute.threads", "many"),
      ("model.dropout", 1.0), ("trainer.learning_rate", float("nan"))],
 )  # fmt: skip
