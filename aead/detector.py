@@ -85,8 +85,15 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         from aead.scores import Scored
 
         images = as_images(model_input, self.model.input_shape[1:])
-        errors, _ = model_errors(self.model, self.kind, self.error_name, images, self.batch_size)
-        scores = self.score(Scored(images, errors))
+        errors, reconstructions = model_errors(
+            self.model, self.kind, self.error_name, images, self.batch_size
+        )
+        maps = None
+        if getattr(self.score, "needs_maps", False) and reconstructions is not None:
+            from aead.maps import pixel_maps
+
+            maps = pixel_maps(images, reconstructions, self.error_name)
+        scores = self.score(Scored(images, errors, maps=maps))
         return pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
 
 

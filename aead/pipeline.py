@@ -28,8 +28,10 @@ from aead.cache import ModelCache, training_key
 from aead.data import Splits, build_splits
 from aead.errors import ConfigError
 from aead.losses import model_errors
+from aead.maps import pixel_maps, smooth
 from aead.metrics import detection_metrics
 from aead.models import Encoder, model_settings
+from aead.pixel_metrics import pixel_metrics
 from aead.scores import Companion, FitContext, Score, Scored, build_score
 from aead.secrets import redact
 from aead.settings import validate
@@ -91,6 +93,12 @@ class Detector:
         """(per-image errors, or probabilities for a classifier; reconstructions or None)."""
         return model_errors(self.model, self.kind, self.error_name, images, batch_size)
 
+    def maps(self, images: np.ndarray, reconstructions: np.ndarray | None, sigma: float = 0.0):
+        """Per-pixel anomaly maps N×H×W of the error (aead.maps); None for a classifier."""
+        if reconstructions is None:
+            return None
+        return pixel_maps(images, reconstructions, self.error_name, sigma)
+
     def encoder(self, batch_size: int) -> Encoder | None:
         """images -> the autoencoder's bottleneck codes (and its stages); None for a
         classifier."""
@@ -104,14 +112,18 @@ NOT_RESULT_TRAINER = ("verbose",)
 NOT_RESULT_DATA = ("decode_cache", "cache_dir", "max_memory_gb")
 # Settings added after sweeps were first recorded: left out of the hash while at these
 # defaults, so that the jobs of an existing sweep keep their hashes and still resume.
-ADDED_DATA_DEFAULTS = {
-    "channels": None,
-    "image_size": None,
-    "interpolation": "bilinear",
-    "test_fraction": 0.2,
-    "split_seed": 0,
-    "on_corrupt": "fail",
+ADDED_DEFAULTS = {
+    "data": {
+        "channels": None,
+        "image_size": None,
+        "interpolation": "bilinear",
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "on_corrupt": "fail",
+    },
+    "maps": {"sigma": 1.0},
 }
+ADDED_GROUPS = ("maps",)  # groups that did not exist: left out entirely while at defaults
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -120,12 +132,14 @@ def config_hash(cfg: DictConfig) -> str:
     trainer = config.get("trainer") or {}
     config["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_RESULT_TRAINER}
     if "data" in config:
-        config["data"] = {
-            k: v
-            for k, v in config["data"].items()
-            if k not in NOT_RESULT_DATA
-            and not (k in ADDED_DATA_DEFAULTS and v == ADDED_DATA_DEFAULTS[k])
-        }
+        config["data"] = {k: v for k, v in config["data"].items() if k not in NOT_RESULT_DATA}
+    for group, defaults in ADDED_DEFAULTS.items():
+        if isinstance(config.get(group), dict):
+            kept = {k: v for k, v in config[group].items() if defaults.get(k, object()) != v}
+            if kept or group not in ADDED_GROUPS:
+                config[group] = kept
+            else:
+                del config[group]
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -434,6 +448,7 @@ def _log_artifacts(
             plots.reconstructions(rows, N_RECONSTRUCTIONS), "plots/reconstructions.png"
         )
 
+    _log_maps(tracker, cfg, splits, detector, reconstructions, scores)
     flagged = np.flatnonzero(predicted)
     worst_first = flagged[np.argsort(-scores[flagged], kind="stable")][:MAX_OUTLIERS_SHOWN]
     captions = [f"{scores[i]:.4f}{' *' if labels[i] else ''}" for i in worst_first]
@@ -454,6 +469,36 @@ def _log_artifacts(
     if splits.test_files:  # images read from files: which file each row is
         table["file"] = splits.test_files
     tracker.log_dataframe_csv(pd.DataFrame(table), "scores.csv")
+
+
+def _pixel_metrics(cfg: DictConfig, masks, val_maps, test_maps) -> dict[str, float]:
+    """Pixel-level figures of the smoothed maps against the masks; the pixel threshold is
+    the run's threshold fitted on the validation (normal) images' pixels, as image
+    thresholds are fitted on their scores."""
+    sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
+    val_pixels = smooth(val_maps, sigma).ravel()
+    pixel_threshold = fit_threshold(cfg.threshold, val_pixels)
+    out = pixel_metrics(masks, smooth(test_maps, sigma), pixel_threshold)
+    out.update({f"pixel_{k}": v for k, v in pixel_threshold.as_metrics().items()})
+    return out
+
+
+def _log_maps(tracker, cfg, splits: Splits, detector, reconstructions, scores, n: int = 8):
+    """plots/anomaly_maps.png: the most anomalous test images and two normal ones, each
+    with its smoothed map (and its mask's outline where the data has masks)."""
+    if reconstructions is None:
+        return
+    normal = np.flatnonzero(splits.y_test == 0)[:2]
+    worst = np.argsort(-scores, kind="stable")
+    worst = [i for i in worst if i not in set(normal)][: n - len(normal)]
+    shown = np.array([*worst, *normal], dtype=int)
+    sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
+    maps = detector.maps(splits.x_test[shown], reconstructions[shown], sigma)
+    masks = splits.test_masks[shown] if splits.test_masks is not None else None
+    captions = [f"{scores[i]:.4f}{' *' if splits.y_test[i] else ''}" for i in shown]
+    tracker.log_figure(
+        plots.anomaly_maps(splits.x_test[shown], maps, captions, masks), "plots/anomaly_maps.png"
+    )
 
 
 def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch, images) -> None:
@@ -583,9 +628,14 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         detector = obtain_detector(cfg, splits, tracker, cache, shared)
         lifecycle.set_stage("scoring")
         batch = int(cfg.trainer.batch_size)
-        val_errors, _ = detector.errors(detector.threshold_images, batch)
+        val_errors, val_reconstructions = detector.errors(detector.threshold_images, batch)
         errors, reconstructions = detector.errors(splits.x_test, batch)
-        validation = Scored(detector.threshold_images, val_errors)
+        # per-pixel maps of every image: for a score that reads them and for masks
+        val_maps = test_maps = None
+        if score.needs_maps or splits.test_masks is not None:
+            val_maps = detector.maps(detector.threshold_images, val_reconstructions)
+            test_maps = detector.maps(splits.x_test, reconstructions)
+        validation = Scored(detector.threshold_images, val_errors, maps=val_maps)
         score.fit(
             validation,
             FitContext(
@@ -597,7 +647,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         )
         lifecycle.set_stage("scoring")
         val_scores = score(validation)
-        scores = score(Scored(splits.x_test, errors, splits.test_train_index))
+        scores = score(Scored(splits.x_test, errors, splits.test_train_index, test_maps))
         detector.score_label = score.describe(detector.error_name)
 
         threshold = fit_threshold(cfg.threshold, val_scores)
@@ -607,6 +657,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         metrics.update(_scenario_metrics(cfg, splits.y_test, scores, predicted))
         metrics["mean_score_validation"] = float(val_scores.mean())
         metrics.update(extra)
+        if test_maps is not None and splits.test_masks is not None:
+            metrics.update(_pixel_metrics(cfg, splits.test_masks, val_maps, test_maps))
         lifecycle.set_stage("logging")
         tracker.log_metrics(metrics)
         _log_artifacts(

@@ -132,6 +132,39 @@ def image_grid(images: np.ndarray, captions: list[str], title: str, columns: int
     return fig
 
 
+def anomaly_maps(
+    images: np.ndarray, maps: np.ndarray, captions: list[str], masks: np.ndarray | None = None
+) -> plt.Figure:
+    """Each image above its anomaly map overlaid on it (one colour scale for all), with the
+    ground-truth mask's outline where masks exist."""
+    n = max(1, len(images))
+    fig, axes = plt.subplots(
+        2, n, figsize=(1.5 * n + 0.8, 3.4), squeeze=False, layout="constrained"
+    )
+    top = float(np.max(maps)) if len(maps) else 1.0
+    shown = None
+    for c in range(n):
+        for ax in axes[:, c]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if c >= len(images):
+            continue
+        picture = images[c].squeeze()
+        axes[0, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
+        axes[0, c].set_title(captions[c], fontsize=7)
+        axes[1, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
+        shown = axes[1, c].imshow(maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=top or 1.0)
+        if masks is not None and masks[c].any():
+            for ax in axes[:, c]:
+                ax.contour(masks[c], levels=[0.5], colors="white", linewidths=0.8)
+    axes[0, 0].set_ylabel("image", fontsize=7)
+    axes[1, 0].set_ylabel("anomaly map", fontsize=7)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    fig.suptitle("Anomaly maps (white: ground-truth mask)", fontsize=9)
+    return fig
+
+
 def training_curves(history: dict[str, list[float]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, values in history.items():

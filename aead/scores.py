@@ -62,6 +62,8 @@ class Scored:
     # for each image, its position among the training images the score was fitted on, -1 if
     # it is not one of them (None: none is); a score must not match an image with itself
     train_index: np.ndarray | None = None
+    # per-pixel anomaly maps N×H×W (aead.maps), given to scores that set needs_maps
+    maps: np.ndarray | None = None
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Score:
     # whether the fitted score travels with the run's deployable detector (aead.detector):
     # pickled without what binds it to the run's model, rebound to the loaded model by bind()
     deployable = True
+    needs_maps = False  # whether __call__ reads Scored.maps (an autoencoder's anomaly maps)
 
     def __init__(self, settings: Mapping):
         unknown = set(settings) - {"name", *self.SETTINGS}
@@ -416,6 +419,7 @@ class EnsembleScore(Score):
             raise ConfigError("score.members: a list of one or more other scores' settings")
         self.members = [build_score(dict(m)) for m in members]
         self.deployable = all(m.deployable for m in self.members)
+        self.needs_maps = any(m.needs_maps for m in self.members)
 
     def bind(self, encoder: ImageFunction | None) -> None:
         for member in self.members:
@@ -478,7 +482,8 @@ class CompanionScore(Score):
 
     def _scored(self, scored: Scored) -> Scored:
         """The same images with the companion's errors (trained on the same images)."""
-        return Scored(scored.images, self.companion_errors(scored.images), scored.train_index)
+        errors = self.companion_errors(scored.images)
+        return Scored(scored.images, errors, scored.train_index, scored.maps)
 
     def __call__(self, scored: Scored) -> np.ndarray:
         if not hasattr(self, "companion_errors"):
@@ -493,3 +498,45 @@ class CompanionScore(Score):
     def describe(self, error_name: str) -> str:
         s = self.settings
         return f"{self.inner.describe(s['loss'])} of the {s['model']} AE"
+
+
+# ----------------------------------------------------------------------------- map
+
+
+@register
+class MapScore(Score):
+    """An image's score from its anomaly map (aead.maps): the maximum ('max') or the mean of
+    the top `top_percent` % of pixels ('top_mean') of the map smoothed by a Gaussian of
+    `sigma` pixels. Where a defect is small, its few bad pixels decide, not the image's mean."""
+
+    name = "map"
+    SETTINGS = ("reduce", "top_percent", "sigma")
+    needs_maps = True
+
+    def __init__(self, settings: Mapping):
+        super().__init__(settings)
+        self.reduce = self.settings.get("reduce", "max")
+        if self.reduce not in ("max", "top_mean"):
+            raise ConfigError(f"score.reduce={self.reduce}: not accepted; choose max or top_mean")
+        self.top_percent = float(self.settings.get("top_percent", 1.0))
+        self.sigma = float(self.settings.get("sigma", 2.0))
+
+    def __call__(self, scored: Scored) -> np.ndarray:
+        if scored.maps is None:
+            raise ConfigError("score=map needs an autoencoder's anomaly maps")
+        from aead.maps import smooth
+
+        flat = smooth(scored.maps, self.sigma).reshape(len(scored.maps), -1).astype(np.float64)
+        if self.reduce == "max":
+            return flat.max(axis=1)
+        k = max(1, int(np.ceil(self.top_percent / 100 * flat.shape[1])))
+        return np.partition(flat, -k, axis=1)[:, -k:].mean(axis=1)
+
+    @property
+    def label(self) -> str:
+        what = "max" if self.reduce == "max" else f"top {self.top_percent:g}% mean"
+        return f"map {what}, σ {self.sigma:g}"
+
+    @property
+    def run_name_part(self) -> str:
+        return f"-map_{self.reduce}"

@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     "threshold.k": number(0, low_open=True),
     "threshold.q": number(0, 100, low_open=True),
     "tracking.heartbeat_s": number(0, low_open=True),
+    "maps.sigma": number(0),
     "compute.threads": Rule(
         lambda v: v in (None, "auto") or (_is_int(v) and v >= 1), "'auto' or a whole number ≥ 1"
     ),
@@ -129,6 +130,9 @@ RULES: dict[str, Rule] = {
 
 # the score group's settings, wherever they appear in it
 SCORE_RULES: dict[str, Rule] = {
+    "top_percent": number(0, 100, low_open=True),
+    "sigma": number(0),
+    "reduce": one_of("max", "top_mean"),
     "k": integer(1),
     "weight": number(0),
     "perturbation": number(0, 1, low_open=True, high_open=True),

@@ -28,7 +28,15 @@ def _textured(seed: int = 0) -> np.ndarray:
 def test_every_config_option_is_registered():
     names = sorted(p.stem for p in (CONF / "score").glob("*"))
     assert names == sorted(SCORES)
-    assert names == ["background", "companion", "complexity", "ensemble", "latent_knn", "raw"]
+    assert names == [
+        "background",
+        "companion",
+        "complexity",
+        "ensemble",
+        "latent_knn",
+        "map",
+        "raw",
+    ]
 
 
 def test_raw_is_the_error_itself():
