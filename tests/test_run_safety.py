@@ -77,6 +77,33 @@ def test_config_hash_identifies_the_job_not_where_it_is_recorded():
         assert config_hash(_cfg(**what)) != same, what
 
 
+# config_hash of shipped configs as the code before image folders and anomaly maps gave them
+# (commit 17889c5, its own conf/): the settings added since leave the jobs of existing
+# sweeps their hashes, so those sweeps still resume.
+HASHES_BEFORE = {
+    (): "5baf1f45b0b549283d3780edae473e31b667d93b5f8c86718de6c70cf7a4c191",
+    ("scenario=one_class", "scenario.normal_class=3", "model=dense", "loss=mse"): (
+        "1f1399d6f8db4902f2a81ebe0eb9ac7a237cfd6ad9d0cd45afff6dbebd128879"
+    ),
+    ("experiment=one_class_benchmark", "+detector=conv_he_stages_knn_dense_complexity",
+     "seed=3"): "3bcc194cb977770061d8b9c372c04ce2bfd0a40d51735eed8a547c274f2a48ab",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", sorted(HASHES_BEFORE))
+def test_settings_added_later_keep_existing_config_hashes(overrides):
+    from hydra import compose
+
+    from tests.helpers import hydra_config
+
+    with hydra_config():
+        cfg = compose("config", overrides=list(overrides))
+    assert config_hash(cfg) == HASHES_BEFORE[overrides]
+    with hydra_config():  # the new settings count once they leave their defaults
+        changed = compose("config", overrides=[*overrides, "data.channels=3", "maps.sigma=2"])
+    assert config_hash(changed) != HASHES_BEFORE[overrides]
+
+
 def test_threads_follow_the_cores_a_job_may_use():
     assert tf_threads("auto", 4) == 4
     assert tf_threads(None, 1) == 1
