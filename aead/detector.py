@@ -78,6 +78,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         self.kind, self.error_name = state["kind"], state["error_name"]
         self.score, self.threshold = state["score"], state["threshold"]
         self.batch_size = state["batch_size"]
+        self.map_sigma = state.get("map_sigma", 0.0)
         self.score.bind(_encoder(self.model, self.kind, self.batch_size))
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
@@ -88,13 +89,21 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         errors, reconstructions = model_errors(
             self.model, self.kind, self.error_name, images, self.batch_size
         )
+        want_maps = bool((params or {}).get("maps"))
         maps = None
-        if getattr(self.score, "needs_maps", False) and reconstructions is not None:
+        if (want_maps or getattr(self.score, "needs_maps", False)) and reconstructions is not None:
             from aead.maps import pixel_maps
 
             maps = pixel_maps(images, reconstructions, self.error_name)
         scores = self.score(Scored(images, errors, maps=maps))
-        return pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
+        out = pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
+        if want_maps:  # the anomaly maps the run drew: smoothed by its maps.sigma
+            if maps is None:
+                raise InputError("maps: this detector is a classifier; it has no anomaly maps")
+            from aead.maps import smooth
+
+            out["map"] = [m.tolist() for m in smooth(maps, self.map_sigma)]
+        return out
 
 
 def _encoder(model, kind: str, batch: int):
@@ -105,13 +114,15 @@ def _encoder(model, kind: str, batch: int):
     return Encoder(model, batch)
 
 
-def log_detector(model, kind: str, error_name: str, score, threshold, batch_size: int, example):
+def log_detector(
+    model, kind: str, error_name: str, score, threshold, batch_size: int, example, map_sigma=0.0
+):
     """Logs the run's detector as the pyfunc model `detector` (call inside the active run)."""
     import keras
     import sklearn
     import tensorflow as tf
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     with tempfile.TemporaryDirectory() as folder:
         model_path, scorer_path = Path(folder, "model.keras"), Path(folder, "scorer.pkl")
@@ -119,13 +130,16 @@ def log_detector(model, kind: str, error_name: str, score, threshold, batch_size
         uncompiled.set_weights(model.get_weights())
         uncompiled.save(model_path)
         state = {"kind": kind, "error_name": error_name, "score": score,
-                 "threshold": threshold, "batch_size": batch_size}  # fmt: skip
+                 "threshold": threshold, "batch_size": batch_size,
+                 "map_sigma": float(map_sigma)}  # fmt: skip
         scorer_path.write_bytes(pickle.dumps(state))
         # MLflow enforces one dtype and rank for a tensor input; the detector takes two of
         # each (checked by as_images), so the input is declared as any array.
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
             outputs=Schema([ColSpec("double", "score"), ColSpec("boolean", "is_anomaly")]),
+            # params={"maps": true}: also each image's anomaly map (a column "map", H×W lists)
+            params=ParamSchema([ParamSpec("maps", "boolean", False)]),
         )
         mlflow.pyfunc.log_model(
             name="detector",

@@ -501,7 +501,9 @@ def _log_maps(tracker, cfg, splits: Splits, detector, reconstructions, scores, n
     )
 
 
-def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch, images) -> None:
+def _log_detector(
+    tracker: Tracker, detector: Detector, score, threshold, batch, images, map_sigma: float
+) -> None:
     """The deployable pyfunc model `detector` (aead.detector), with an input example as users
     send it: uint8 images N×H×W (one channel) or N×H×W×C."""
     if not score.deployable:
@@ -513,7 +515,7 @@ def _log_detector(tracker: Tracker, detector: Detector, score, threshold, batch,
     example = example[..., 0] if example.shape[-1] == 1 else example
     retrying(
         log_detector, detector.model, detector.kind, detector.error_name, score, threshold,
-        batch, example,
+        batch, example, map_sigma,
     )  # fmt: skip
 
 
@@ -666,7 +668,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         )
         if cfg.tracking.get("log_model", True):
             tracker.log_keras_model(detector.model, splits.x_test[:4])
-            _log_detector(tracker, detector, score, threshold, batch, splits.x_test[:4])
+            sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
+            _log_detector(tracker, detector, score, threshold, batch, splits.x_test[:4], sigma)
         metrics["duration_s"] = time.time() - started
         # where the time went, per stage (training includes the epochs' logging)
         times = {

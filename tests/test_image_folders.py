@@ -417,3 +417,12 @@ def test_colour_detector_scores_as_the_run_did(make_config, tmp_path, colour_fol
     assert answer["is_anomaly"].tolist() == logged["predicted"].astype(bool).tolist()
     with pytest.raises(InputError, match=r"images must be N×20×28×3, got shape \(2, 28, 28\)"):
         detector.predict(np.zeros((2, 28, 28), np.uint8))
+    # maps on request: the run's per-pixel error, smoothed by its maps.sigma (1.0)
+    from aead.maps import pixel_maps
+
+    with_maps = detector.predict(images[:3], params={"maps": True})
+    keras_model = detector.unwrap_python_model().model
+    x = images[:3].astype(np.float32) / 255
+    expected = pixel_maps(x, keras_model.predict(x, verbose=0), "bce", sigma=1.0)
+    np.testing.assert_allclose(np.array(with_maps["map"].tolist()), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(with_maps["score"], logged["score"][:3], rtol=1e-4, atol=1e-6)

@@ -320,12 +320,14 @@ def _read_folder(folder: Path, setting: str, settings: DataSettings, data: Input
 
 
 def _mask_for(image: Path, image_dir: Path, mask_dir: Path) -> Path | None:
+    """mask_dir/<relative path>, or MVTec AD's mask_dir/<abnormal folder name>/<relative
+    path>, with the image's stem or stem_mask and any image extension."""
     relative = image.relative_to(image_dir)
-    folder = mask_dir / relative.parent
-    for stem in (relative.stem, f"{relative.stem}_mask"):
-        for candidate in sorted(folder.glob(f"{stem}.*")) if folder.is_dir() else ():
-            if candidate.suffix.lower() in EXTENSIONS:
-                return candidate
+    for folder in (mask_dir / relative.parent, mask_dir / image_dir.name / relative.parent):
+        for stem in (relative.stem, f"{relative.stem}_mask"):
+            for candidate in sorted(folder.glob(f"{stem}.*")) if folder.is_dir() else ():
+                if candidate.suffix.lower() in EXTENSIONS:
+                    return candidate
     return None
 
 
