@@ -124,3 +124,17 @@ def test_a_run_on_folders_with_masks_logs_pixel_metrics_and_maps(make_config, tm
     client = MlflowClient(result.tracking_uri)
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert "plots/anomaly_maps.png" in plots
+
+
+def test_binned_figures_match_scikit_learn_on_every_pixel():
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    masks = np.zeros((6, 20, 20), bool)
+    masks[1, 3:9, 4:7] = masks[2, 10:18, 10:12] = masks[4, 0:3, 0:20] = True
+    maps = rng.random((6, 20, 20)) + 0.8 * masks  # defects score higher, with overlap
+    exact_auc = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_roc_auc(masks, maps) == pytest.approx(exact_auc, abs=1e-4)
+    precision, recall, _ = precision_recall_curve(masks.ravel(), maps.ravel())
+    exact_f1 = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
+    assert best_pixel_f1(masks, maps) == pytest.approx(exact_f1, abs=1e-3)
