@@ -34,6 +34,9 @@ SCENARIO = "params.scenario.name"
 # Params that vary across a sweep without defining a variant.
 NOT_VARIANT = ("params.seed", "params.run_name", "params.tracking.")
 MEAN_STD = ("roc_auc", "average_precision")
+# pixel-level figures, where runs have them (data with ground-truth masks): mean ± std too
+PIXEL_MEAN_STD = ("pixel_roc_auc", "pixel_aupro")
+PIXEL_HEADERS = ("pixel ROC-AUC", "AUPRO")
 MEANS = ("accuracy", "precision", "recall", "f1", "threshold_lower", "threshold_upper")
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 
@@ -124,10 +127,10 @@ def summarize(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         key = key if isinstance(key, tuple) else (key,)
         row = {c.removeprefix("params."): v for c, v in zip(variants, key, strict=True)}
         row["n_runs"] = len(group)
-        for metric in MEAN_STD + MEANS:
+        for metric in MEAN_STD + PIXEL_MEAN_STD + MEANS:
             values = group.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
             row[metric] = float(values.mean()) if len(values) else math.nan
-            if metric in MEAN_STD:
+            if metric in MEAN_STD + PIXEL_MEAN_STD:
                 # one run: no spread can be known (NaN, shown without ±)
                 row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         ordered = group.sort_values(["params.seed", "run_id"]) if "params.seed" in group else group
@@ -248,12 +251,24 @@ TABLE_HEADERS = [
 ]  # fmt: skip
 
 
-def _table_cells(row: pd.Series, variants: list[str]) -> list[str]:
+def _has_pixels(table: pd.DataFrame) -> bool:
+    return any(m in table and table[m].notna().any() for m in PIXEL_MEAN_STD)
+
+
+def _headers(table: pd.DataFrame) -> list[str]:
+    if not _has_pixels(table):
+        return TABLE_HEADERS
+    return [*TABLE_HEADERS[:4], *PIXEL_HEADERS, *TABLE_HEADERS[4:]]
+
+
+def _table_cells(row: pd.Series, variants: list[str], pixels: bool = False) -> list[str]:
+    pixel_cells = [_fmt(row[m], row[f"{m}_std"]) for m in PIXEL_MEAN_STD] if pixels else []
     return [
         _variant_label(row, variants),
         str(row["n_runs"]),
         _fmt(row["roc_auc"], row["roc_auc_std"]),
         _fmt(row["average_precision"], row["average_precision_std"]),
+        *pixel_cells,
         *(_fmt(row[m]) for m in MEANS),
     ]
 
@@ -264,12 +279,14 @@ def render_markdown(
     lines = [f"# Sweep `{sweep_id}`", ""]
     if extra:  # the one-class benchmark's table comes first: it is the sweep's headline
         lines += [extra, ""]
+    headers, pixels = _headers(table), _has_pixels(table)
     for scenario, part in _by_scenario(table):
-        lines += [f"## {scenario}", "", "| " + " | ".join(TABLE_HEADERS) + " |"]
-        lines.append("|" + "---|" * len(TABLE_HEADERS))
+        lines += [f"## {scenario}", "", "| " + " | ".join(headers) + " |"]
+        lines.append("|" + "---|" * len(headers))
         for _, row in part.iterrows():
             ids = ", ".join(f"`{r[:8]}`" for r in row["run_ids"])
-            lines.append("| " + " | ".join([*_table_cells(row, variants), ids]) + " |")
+            cells = _table_cells(row, variants, pixels)
+            lines.append("| " + " | ".join([*cells, ids]) + " |")
         lines.append("")
     lines += ["ROC-AUC and AP: mean ± sample std over seeds, as logged by each run.", ""]
     if issues:
@@ -314,13 +331,14 @@ def render_html(
     roc_images = dict((s, n) for n, s in images["roc"])
     for scenario, part in _by_scenario(table):
         parts.append(f"<h2>{esc(str(scenario))}</h2><table id='table-{esc(str(scenario))}'>")
-        parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS) + "</tr>")
+        headers, pixels = _headers(table), _has_pixels(table)
+        parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
         for _, row in part.iterrows():
             links = " ".join(
                 f"<a href='{esc(run_url(tracking_uri, e, r))}'>{esc(r[:8])}</a>"
                 for r, e in zip(row["run_ids"], row["experiment_ids"], strict=True)
             )
-            cells = "".join(f"<td>{esc(c)}</td>" for c in _table_cells(row, variants))
+            cells = "".join(f"<td>{esc(c)}</td>" for c in _table_cells(row, variants, pixels))
             parts.append(f"<tr>{cells}<td>{links}</td></tr>")
         parts.append("</table>")
         if scenario in roc_images:

@@ -146,3 +146,32 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_pixel_figures_get_columns_with_mean_and_std_where_runs_have_them():
+    import pandas as pd
+
+    from aead.sweep_report import render_markdown, summarize
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "experiment_id": ["1"] * 3,
+            "status": ["FINISHED"] * 3,
+            "params.scenario.name": ["folders"] * 3,
+            "params.loss.name": ["ssim", "ssim", "mse"],
+            "params.seed": ["0", "1", "0"],
+            "metrics.roc_auc": [0.8, 0.9, 0.7],
+            "metrics.pixel_roc_auc": [0.90, 0.92, 0.80],
+            "metrics.pixel_aupro": [0.70, 0.74, 0.60],
+        }
+    )
+    table = summarize(runs, ["params.scenario.name", "params.loss.name"])
+    text = render_markdown("s", table, ["params.scenario.name", "params.loss.name"], [])
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.split(" | ")[4:6] == ["pixel ROC-AUC", "AUPRO"]
+    ssim = next(line for line in text.splitlines() if "ssim" in line).split(" | ")
+    assert ssim[4:6] == ["0.9100 ± 0.0141", "0.7200 ± 0.0283"]  # std of 0.90, 0.92 / 0.70, 0.74
+    without = summarize(runs.drop(columns=["metrics.pixel_roc_auc", "metrics.pixel_aupro"]),
+                        ["params.scenario.name", "params.loss.name"])  # fmt: skip
+    assert "AUPRO" not in render_markdown("s", without, ["params.loss.name"], [])
