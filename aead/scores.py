@@ -482,8 +482,9 @@ class CompanionScore(Score):
 
     def _scored(self, scored: Scored) -> Scored:
         """The same images with the companion's errors (trained on the same images)."""
+        # the run's maps are not the companion's: its inner score gets none
         errors = self.companion_errors(scored.images)
-        return Scored(scored.images, errors, scored.train_index, scored.maps)
+        return Scored(scored.images, errors, scored.train_index)
 
     def __call__(self, scored: Scored) -> np.ndarray:
         if not hasattr(self, "companion_errors"):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,8 +135,18 @@ def test_served_detector_answers_a_rest_request(logged_run):
     with servers.serving(command, port, "/ping", folder / "serve.log", env=env) as base:
         as_ints = np.round(images * 255).astype(int).tolist()
         answer = servers.http_post(base, "/invocations", {"inputs": as_ints})
+        # maps on request: one H×W map per image, the same as the pyfunc model returns
+        mapped = servers.http_post(
+            base, "/invocations", {"inputs": as_ints[:2], "params": {"maps": True}}
+        )
     predictions = answer["predictions"]
     assert [sorted(p) for p in predictions] == [["is_anomaly", "score"]] * 5
     scores = [p["score"] for p in predictions]
     np.testing.assert_allclose(scores, logged["score"][:5], rtol=1e-4, atol=1e-6)
     assert [p["is_anomaly"] for p in predictions] == logged["predicted"][:5].astype(bool).tolist()
+    maps = np.array([p["map"] for p in mapped["predictions"]])
+    assert maps.shape == (2, 28, 28) and np.isfinite(maps).all()
+    mlflow.set_tracking_uri(store)
+    local = mlflow.pyfunc.load_model(f"runs:/{run_id}/detector")
+    expected = np.array(local.predict(np.array(as_ints[:2]), params={"maps": True})["map"].tolist())
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
