@@ -34,7 +34,7 @@ from aead.models import Encoder, model_settings
 from aead.pixel_metrics import pixel_metrics
 from aead.scores import Companion, FitContext, Score, Scored, build_score
 from aead.secrets import redact
-from aead.settings import validate
+from aead.settings import ADDED_DEFAULTS, ADDED_GROUPS, validate
 from aead.thresholds import Threshold, fit_threshold
 from aead.tracking import (
     Tracker,
@@ -110,20 +110,6 @@ class Detector:
 NOT_RESULT = ("tracking", "cache", "compute", "run_name")
 NOT_RESULT_TRAINER = ("verbose",)
 NOT_RESULT_DATA = ("decode_cache", "cache_dir", "max_memory_gb")
-# Settings added after sweeps were first recorded: left out of the hash while at these
-# defaults, so that the jobs of an existing sweep keep their hashes and still resume.
-ADDED_DEFAULTS = {
-    "data": {
-        "channels": None,
-        "image_size": None,
-        "interpolation": "bilinear",
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "on_corrupt": "fail",
-    },
-    "maps": {"sigma": 1.0},
-}
-ADDED_GROUPS = ("maps",)  # groups that did not exist: left out entirely while at defaults
 
 
 def config_hash(cfg: DictConfig) -> str:

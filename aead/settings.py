@@ -15,6 +15,23 @@ from dataclasses import dataclass
 
 from aead.errors import ConfigError
 
+# Settings added after sweeps were first recorded, with their defaults: a run's config hash
+# leaves them out while they are at these defaults (so the jobs of an existing sweep keep their
+# hashes and still resume), and the reports treat a run recorded before a setting existed as
+# one at its default.
+ADDED_DEFAULTS = {
+    "data": {
+        "channels": None,
+        "image_size": None,
+        "interpolation": "bilinear",
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "on_corrupt": "fail",
+    },
+    "maps": {"sigma": 1.0},
+}
+ADDED_GROUPS = ("maps",)  # groups that did not exist: left out entirely while at defaults
+
 
 @dataclass(frozen=True)
 class Rule:

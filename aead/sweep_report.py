@@ -64,7 +64,21 @@ def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
     runs = search_runs(tracking_uri, names, f"tags.sweep_id = '{sweep_id}'")
     if runs.empty:
         raise SystemExit(f"no runs with sweep id '{sweep_id}' at {redact(tracking_uri)}")
-    return sweep_id, latest_attempts(runs)
+    return sweep_id, latest_attempts(with_added_defaults(runs))
+
+
+def with_added_defaults(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs recorded before a setting existed hold no param for it: they ran at what is now
+    its default (settings.ADDED_DEFAULTS), and are shown as such, beside newer runs."""
+    from aead.settings import ADDED_DEFAULTS
+
+    runs = runs.copy()
+    for group, defaults in ADDED_DEFAULTS.items():
+        for key, value in defaults.items():
+            column = f"params.{group}.{key}"
+            if column in runs:
+                runs[column] = runs[column].fillna("null" if value is None else str(value))
+    return runs
 
 
 def latest_attempts(runs: pd.DataFrame) -> pd.DataFrame:

@@ -73,7 +73,8 @@ class EpochLogger(keras.callbacks.Callback):
 
 class TrainingMonitor(keras.callbacks.Callback):
     """Records the epoch being trained (for the end reason of an interrupted run) and stops
-    training in the epoch where the loss turns NaN or infinite, saying what to change."""
+    training at the end of the epoch whose loss turned NaN or infinite, saying what to
+    change."""
 
     def __init__(self):
         super().__init__()
@@ -95,8 +96,10 @@ class TrainingMonitor(keras.callbacks.Callback):
                 )
 
     def on_train_batch_end(self, batch, logs=None):
-        lifecycle.raise_pending()  # a signal received during the batch ends training here
-        self._check(logs, ("loss",))
+        # a signal received during the batch ends training here; the loss is checked at the
+        # epoch's end: reading it after every batch would wait for each batch to finish
+        # (no overlap of TensorFlow's work with the next batch's dispatch)
+        lifecycle.raise_pending()
 
     def on_test_batch_end(self, batch, logs=None):
         lifecycle.raise_pending()

@@ -175,3 +175,19 @@ def test_pixel_figures_get_columns_with_mean_and_std_where_runs_have_them():
     without = summarize(runs.drop(columns=["metrics.pixel_roc_auc", "metrics.pixel_aupro"]),
                         ["params.scenario.name", "params.loss.name"])  # fmt: skip
     assert "AUPRO" not in render_markdown("s", without, ["params.loss.name"], [])
+
+
+def test_runs_from_before_a_setting_existed_count_as_at_its_default():
+    import pandas as pd
+
+    from aead.sweep_report import variant_columns, with_added_defaults
+
+    runs = pd.DataFrame(
+        {"params.loss.name": ["mse", "mse"], "params.maps.sigma": [None, "1.0"],
+         "params.data.channels": [None, "null"]}
+    )  # fmt: skip
+    filled = with_added_defaults(runs)
+    assert filled["params.maps.sigma"].tolist() == ["1.0", "1.0"]
+    assert filled["params.data.channels"].tolist() == ["null", "null"]
+    assert variant_columns(filled) == []  # one variant, not two
+    assert variant_columns(with_added_defaults(runs.assign(**{"params.maps.sigma": ["2", None]})))
