@@ -457,11 +457,16 @@ def _log_artifacts(
     tracker.log_dataframe_csv(pd.DataFrame(table), "scores.csv")
 
 
+def _map_sigma(cfg: DictConfig) -> float:
+    """maps.sigma: the smoothing of the maps a run draws, evaluates and deploys."""
+    return float((cfg.get("maps") or {}).get("sigma", 1.0))
+
+
 def _pixel_metrics(cfg: DictConfig, masks, val_maps, test_maps) -> dict[str, float]:
     """Pixel-level figures of the smoothed maps against the masks; the pixel threshold is
     the run's threshold fitted on the validation (normal) images' pixels, as image
     thresholds are fitted on their scores."""
-    sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
+    sigma = _map_sigma(cfg)
     val_pixels = smooth(val_maps, sigma).ravel()
     pixel_threshold = fit_threshold(cfg.threshold, val_pixels)
     out = pixel_metrics(masks, smooth(test_maps, sigma), pixel_threshold)
@@ -476,10 +481,9 @@ def _log_maps(tracker, cfg, splits: Splits, detector, reconstructions, scores, n
         return
     normal = np.flatnonzero(splits.y_test == 0)[:2]
     worst = np.argsort(-scores, kind="stable")
-    worst = [i for i in worst if i not in set(normal)][: n - len(normal)]
+    worst = worst[~np.isin(worst, normal)][: n - len(normal)]
     shown = np.array([*worst, *normal], dtype=int)
-    sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
-    maps = detector.maps(splits.x_test[shown], reconstructions[shown], sigma)
+    maps = detector.maps(splits.x_test[shown], reconstructions[shown], _map_sigma(cfg))
     masks = splits.test_masks[shown] if splits.test_masks is not None else None
     captions = [f"{scores[i]:.4f}{' *' if splits.y_test[i] else ''}" for i in shown]
     tracker.log_figure(
@@ -654,8 +658,9 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         )
         if cfg.tracking.get("log_model", True):
             tracker.log_keras_model(detector.model, splits.x_test[:4])
-            sigma = float(cfg.get("maps", {}).get("sigma", 1.0))
-            _log_detector(tracker, detector, score, threshold, batch, splits.x_test[:4], sigma)
+            _log_detector(
+                tracker, detector, score, threshold, batch, splits.x_test[:4], _map_sigma(cfg)
+            )
         metrics["duration_s"] = time.time() - started
         # where the time went, per stage (training includes the epochs' logging)
         times = {

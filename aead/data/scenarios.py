@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aead.data.images import EXTENSIONS, Conform, decode, image_files
+from aead.data.images import Conform, decode, image_files
 from aead.data.lookup import DataError
 from aead.data.sources import (
     DataSettings,
@@ -319,15 +319,23 @@ def _read_folder(folder: Path, setting: str, settings: DataSettings, data: Input
     return decoded
 
 
-def _mask_for(image: Path, image_dir: Path, mask_dir: Path) -> Path | None:
+def _mask_index(mask_dir: Path) -> dict[tuple[Path, str], Path]:
+    """The mask files under mask_dir by (folder, stem), listed once (the first of equal stems
+    in name order)."""
+    index: dict[tuple[Path, str], Path] = {}
+    for path in image_files(mask_dir):
+        index.setdefault((path.parent, path.stem), path)
+    return index
+
+
+def _mask_for(image: Path, image_dir: Path, mask_dir: Path, index) -> Path | None:
     """mask_dir/<relative path>, or MVTec AD's mask_dir/<abnormal folder name>/<relative
     path>, with the image's stem or stem_mask and any image extension."""
     relative = image.relative_to(image_dir)
     for folder in (mask_dir / relative.parent, mask_dir / image_dir.name / relative.parent):
         for stem in (relative.stem, f"{relative.stem}_mask"):
-            for candidate in sorted(folder.glob(f"{stem}.*")) if folder.is_dir() else ():
-                if candidate.suffix.lower() in EXTENSIONS:
-                    return candidate
+            if (folder, stem) in index:
+                return index[(folder, stem)]
     return None
 
 
@@ -345,21 +353,22 @@ def _masks(cfg: Mapping, abnormal_dirs, abnormal, shape, settings: DataSettings)
         if not folder.is_dir():
             raise DataError(f"scenario.mask_dir={folder}: no such folder ({folder.resolve()})")
     conform = Conform(channels=1, size=shape, interpolation="nearest")
+    indexes = {folder: _mask_index(folder) for folder in set(mask_dirs)}
     masks, used = [], set()
     for image_dir, mask_dir, decoded in zip(abnormal_dirs, mask_dirs, abnormal, strict=True):
         for image in decoded.files:
-            mask = _mask_for(image, image_dir, mask_dir)
+            mask = _mask_for(image, image_dir, mask_dir, indexes[mask_dir])
             if mask is None:
                 raise DataError(
                     f"scenario.mask_dir={mask_dir}: no mask for {image} (looked for "
                     f"{mask_dir / image.relative_to(image_dir).with_suffix('')}[_mask].png or "
                     "another image extension)"
                 )
-            used.add(mask.resolve())
+            used.add(mask)
             masks.append(decode(mask, conform)[..., 0] > 0)
-    for mask_dir in set(mask_dirs):
-        for extra in image_files(mask_dir):
-            if extra.resolve() not in used:
+    for mask_dir, index in indexes.items():
+        for extra in index.values():
+            if extra not in used:
                 raise DataError(
                     f"scenario.mask_dir={mask_dir}: mask {extra} matches no abnormal image"
                 )
@@ -382,8 +391,7 @@ def _folders(cfg: Mapping, data: Inputs) -> Splits:
         test_files = [str(f) for f in normal_test.files]
     else:
         labels = np.zeros(len(normal.images), np.int64)
-        test_at = _stratified_split(labels, settings.test_fraction, settings.split_seed, "test")
-        train_at = _stratified_split(labels, settings.test_fraction, settings.split_seed, "train")
+        train_at, test_at = _stratified_split(labels, settings.test_fraction, settings.split_seed)
         train_images, test_images = normal.images[train_at], normal.images[test_at]
         test_files = [str(normal.files[i]) for i in test_at]
     abnormal = [

@@ -178,15 +178,7 @@ class IdxSource(Source):
         return None
 
     def _from_keras(self, split: str) -> ImageSet:
-        import keras
-
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.name).load_data()
-        images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
-        images = images[..., None] if images.ndim == 3 else images
-        return ImageSet(
-            images.astype(np.uint8), labels.reshape(-1).astype(np.int64), self.classes,
-            f"keras.datasets.{self.name}",
-        )  # fmt: skip
+        return keras_download(self.name, self.classes, split)
 
     def read(self, split: str, settings: DataSettings) -> ImageSet:
         tried = []
@@ -200,6 +192,19 @@ class IdxSource(Source):
 
     def _hint(self, split: str) -> str:
         return f"{self.folders[0]}/{self.PREFIX[split]}-images-idx3-ubyte.gz and the labels"
+
+
+def keras_download(name: str, classes: tuple[str, ...], split: str) -> ImageSet:
+    """keras.datasets.<name>: the real download, for machines with internet."""
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
+    images = images[..., None] if images.ndim == 3 else images
+    return ImageSet(
+        images.astype(np.uint8), labels.reshape(-1).astype(np.int64), classes,
+        f"keras.datasets.{name}",
+    )  # fmt: skip
 
 
 def _download_or_fail(source, split, settings: DataSettings, tried: list[str], hint: str):
@@ -274,25 +279,26 @@ class ClassFolders(Source):
         labels = np.array([labels[kept[f]] for f in decoded.files], np.int64)
         images, names = decoded.images, [str(f) for f in decoded.files]
         if not split_folders:
-            take = _stratified_split(labels, settings.test_fraction, settings.split_seed, split)
+            shares = _stratified_split(labels, settings.test_fraction, settings.split_seed)
+            take = shares[split == "test"]
             images, labels, names = images[take], labels[take], [names[i] for i in take]
         source = str(self.root.resolve() / (split if split_folders else ""))
         return ImageSet(images, labels, classes, source, tuple(names), tuple(decoded.skipped))
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int, split: str) -> np.ndarray:
-    """Positions of the train or test share of each class (the same for every run seed)."""
+def _stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, test positions): the test share of each class, the same for every
+    run seed."""
     if not 0 < fraction < 1:
         raise DataError(f"data.test_fraction={fraction}: not accepted; takes a number in (0, 1)")
     rng = np.random.default_rng(seed)
-    test = []
+    is_test = np.zeros(len(labels), bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        n_test = int(round(fraction * len(members)))
-        test.append(rng.permutation(members)[:n_test])
-    is_test = np.zeros(len(labels), bool)
-    is_test[np.concatenate(test)] = True
-    return np.flatnonzero(is_test if split == "test" else ~is_test)
+        is_test[rng.permutation(members)[: int(round(fraction * len(members)))]] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def _decode_folder(root: Path, files: list[Path], settings: DataSettings, setting: str):
@@ -325,7 +331,7 @@ class NamedFolders(Source):
         self.name, self.folder, self.classes = name, folder, classes
 
     def _from_keras(self, split: str) -> ImageSet:
-        return IdxSource._from_keras(self, split)  # the same keras.datasets call
+        return keras_download(self.name, self.classes, split)
 
     def read(self, split: str, settings: DataSettings) -> ImageSet:
         tried = []
