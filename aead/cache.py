@@ -3,6 +3,9 @@ training (model, training loss, trainer settings, seed, a digest of the code tha
 trains models, and a fingerprint of the training and validation data: their shape, dtype and
 bytes). Runs that differ only in threshold or score function reuse the model.
 
+An entry holds a Keras model (`model.keras`) or, for detectors that are not Keras models (the
+PyOD ones), their fitted state pickled (`model.pkl`).
+
 Each entry is checked before use (key, file checksum, loadability); a stale or corrupt entry
 is reported and retrained, never used silently.
 
@@ -20,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -64,9 +68,15 @@ def _fingerprint(*arrays: np.ndarray | None) -> str:
 
 
 def training_key(
-    model: Mapping, loss_name: str | None, trainer: Mapping, seed: int, data_arrays
+    model: Mapping,
+    loss_name: str | None,
+    trainer: Mapping,
+    seed: int,
+    data_arrays,
+    code: tuple[str, ...] = TRAINING_CODE,
 ) -> tuple[str, dict]:
-    """The cache key and the fields it is made of (stored with the entry, for humans)."""
+    """The cache key and the fields it is made of (stored with the entry, for humans).
+    `code`: the modules whose code shapes this model (a detector adds its own)."""
     import tensorflow as tf
 
     fields = {
@@ -74,7 +84,7 @@ def training_key(
         "aead": aead.__version__,
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
-        "code": code_digest(),
+        "code": code_digest(tuple(code)),
         "model": dict(model),
         "loss": loss_name,
         "trainer": {k: v for k, v in trainer.items() if k not in NOT_TRAINING},
@@ -91,13 +101,14 @@ def _file_sha256(path: Path) -> str:
 
 @dataclass
 class CachedModel:
-    model: keras.Model
+    model: object  # a keras.Model, or a detector's fitted state (model.pkl)
     history: dict[str, list[float]]
     trained_by_run: str
 
 
 class ModelCache:
     MODEL_FILE = "model.keras"
+    STATE_FILE = "model.pkl"  # a fitted object that is not a Keras model
     META_FILE = "meta.json"
 
     def __init__(self, root: str | os.PathLike):
@@ -117,15 +128,19 @@ class ModelCache:
             return None, f"corrupt entry {folder}: unreadable {self.META_FILE} ({exc})"
         if meta.get("key") != key:
             return None, f"stale entry {folder}: its key does not match this configuration"
-        model_path = folder / self.MODEL_FILE
+        name = meta.get("model_file", self.MODEL_FILE)
+        model_path = folder / name
         try:
             checksum = _file_sha256(model_path)
         except OSError as exc:
             return None, f"corrupt entry {folder}: {exc}"
         if checksum != meta.get("model_sha256"):
-            return None, f"corrupt entry {folder}: {self.MODEL_FILE} checksum mismatch"
+            return None, f"corrupt entry {folder}: {name} checksum mismatch"
         try:
-            model = keras.models.load_model(model_path)
+            if name == self.STATE_FILE:
+                model = pickle.loads(model_path.read_bytes())
+            else:
+                model = keras.models.load_model(model_path)
         except Exception as exc:  # any load failure means the entry cannot be trusted
             return None, f"corrupt entry {folder}: cannot load model ({exc})"
         return CachedModel(model, meta["history"], meta["trained_by_run"]), ""
@@ -153,7 +168,7 @@ class ModelCache:
         """A published entry for this key whose model file matches its checksum."""
         try:
             meta = json.loads((folder / self.META_FILE).read_text())
-            checksum = _file_sha256(folder / self.MODEL_FILE)
+            checksum = _file_sha256(folder / meta.get("model_file", self.MODEL_FILE))
         except (OSError, ValueError):
             return False
         return meta.get("key") == key and meta.get("model_sha256") == checksum
@@ -163,17 +178,24 @@ class ModelCache:
         self.root.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
 
-    def store(self, key: str, fields: dict, model: keras.Model, history: dict, run_id: str) -> Path:
+    def store(self, key: str, fields: dict, model, history: dict, run_id: str) -> Path:
         """Write the entry atomically (see publish); returns its folder."""
         staging = self.staging()
-        model.save(staging / self.MODEL_FILE)
+        if isinstance(model, keras.Model):
+            name = self.MODEL_FILE
+            model.save(staging / name)
+        else:
+            name = self.STATE_FILE
+            (staging / name).write_bytes(pickle.dumps(model))
         meta = {
             "key": key,
             "fields": fields,
-            "model_sha256": _file_sha256(staging / self.MODEL_FILE),
+            "model_sha256": _file_sha256(staging / name),
             "history": {k: [float(v) for v in values] for k, values in history.items()},
             "trained_by_run": run_id,
         }
+        if name != self.MODEL_FILE:  # entries of Keras models stay as they were
+            meta["model_file"] = name
         (staging / self.META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         return self.publish(key, staging)
 

@@ -1,7 +1,9 @@
 """The deployable detector: what a run logs as the MLflow pyfunc model `detector`. It takes
 images and returns, per image, the run's anomaly `score` and `is_anomaly` against the run's
 fitted threshold, and it loads where aead is not installed: aead's own modules travel with
-the model (MLflow `code_paths`), the Keras model is saved uncompiled (no custom loss to find).
+the model (MLflow `code_paths`). Its state is the run's fitted detector (aead.detectors: Keras
+models uncompiled, no custom loss to find), score (ensembles, companions and background
+models included) and threshold, pickled together.
 
 Input: N×H×W×C images of the shape the run trained on (N×H×W when it has one channel);
 integers are 0–255 (uint8 images, or whole numbers in a JSON request), floats are 0–1.
@@ -67,72 +69,50 @@ def as_images(data, shape=MNIST_SHAPE) -> np.ndarray:
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
-    """Reconstruction (or class probability) -> error -> the run's score -> its threshold."""
+    """The run's detector -> errors (and maps) -> the run's score -> its threshold."""
 
     def load_context(self, context) -> None:
-        import keras
-
-        self.model = keras.models.load_model(context.artifacts["model"], compile=False)
-        with open(context.artifacts["scorer"], "rb") as handle:
+        with open(context.artifacts["detector"], "rb") as handle:
             state = pickle.load(handle)
-        self.kind, self.error_name = state["kind"], state["error_name"]
-        self.score, self.threshold = state["score"], state["threshold"]
-        self.batch_size = state["batch_size"]
-        self.map_sigma = state.get("map_sigma", 0.0)
-        self.score.bind(_encoder(self.model, self.kind, self.batch_size))
+        self.detector, self.score = state["detector"], state["score"]
+        self.threshold, self.map_sigma = state["threshold"], state["map_sigma"]
+        self.score.bind(self.detector.encoder())
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from aead.losses import model_errors
         from aead.scores import Scored
 
-        images = as_images(model_input, self.model.input_shape[1:])
-        errors, reconstructions = model_errors(
-            self.model, self.kind, self.error_name, images, self.batch_size
-        )
+        images = as_images(model_input, self.detector.image_shape_)
+        out = self.detector.errors(images)
         want_maps = bool((params or {}).get("maps"))
         maps = None
-        if (want_maps or getattr(self.score, "needs_maps", False)) and reconstructions is not None:
-            from aead.maps import pixel_maps
-
-            maps = pixel_maps(images, reconstructions, self.error_name)
-        scores = self.score(Scored(images, errors, maps=maps))
-        out = pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
+        if self.detector.has_maps and (want_maps or self.score.needs_maps):
+            maps = self.detector.maps(images, out.reconstructions)
+        scores = self.score(Scored(images, out.errors, maps=maps))
+        frame = pd.DataFrame({"score": scores, "is_anomaly": self.threshold.flag(scores)})
         if want_maps:  # the anomaly maps the run drew: smoothed by its maps.sigma
             if maps is None:
-                raise InputError("maps: this detector is a classifier; it has no anomaly maps")
+                raise InputError(f"maps: this detector ({self.detector.name}) has no anomaly maps")
             from aead.maps import smooth
 
-            out["map"] = [m.tolist() for m in smooth(maps, self.map_sigma)]
-        return out
+            frame["map"] = [m.tolist() for m in smooth(maps, self.map_sigma)]
+        return frame
 
 
-def _encoder(model, kind: str, batch: int):
-    if kind == "classifier":
-        return None
-    from aead.models import Encoder
-
-    return Encoder(model, batch)
-
-
-def log_detector(
-    model, kind: str, error_name: str, score, threshold, batch_size: int, example, map_sigma=0.0
-):
-    """Logs the run's detector as the pyfunc model `detector` (call inside the active run)."""
+def log_detector(detector, score, threshold, example, map_sigma=0.0):
+    """Logs the run's fitted detector, score and threshold as the pyfunc model `detector`
+    (call inside the active run)."""
     import keras
+    import pyod
     import sklearn
     import tensorflow as tf
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     with tempfile.TemporaryDirectory() as folder:
-        model_path, scorer_path = Path(folder, "model.keras"), Path(folder, "scorer.pkl")
-        uncompiled = keras.models.clone_model(model)  # no custom loss: loads anywhere
-        uncompiled.set_weights(model.get_weights())
-        uncompiled.save(model_path)
-        state = {"kind": kind, "error_name": error_name, "score": score,
-                 "threshold": threshold, "batch_size": batch_size,
+        state_path = Path(folder, "detector.pkl")
+        state = {"detector": detector, "score": score, "threshold": threshold,
                  "map_sigma": float(map_sigma)}  # fmt: skip
-        scorer_path.write_bytes(pickle.dumps(state))
+        state_path.write_bytes(pickle.dumps(state))
         # MLflow enforces one dtype and rank for a tensor input; the detector takes two of
         # each (checked by as_images), so the input is declared as any array.
         signature = ModelSignature(
@@ -144,14 +124,15 @@ def log_detector(
         mlflow.pyfunc.log_model(
             name="detector",
             python_model=DetectorModel(),
-            artifacts={"model": str(model_path), "scorer": str(scorer_path)},
+            artifacts={"detector": str(state_path)},
             code_paths=[str(Path(aead.__file__).parent)],
             signature=signature,
             input_example=np.asarray(example),
-            metadata={"image_shape": list(model.input_shape[1:])},
+            metadata={"image_shape": list(detector.image_shape_), "kind": detector.kind},
             pip_requirements=[
                 f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
                 f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
-                f"pandas=={pd.__version__}", f"scikit-learn=={sklearn.__version__}", "pillow",
+                f"pandas=={pd.__version__}", f"scikit-learn=={sklearn.__version__}",
+                f"pyod=={pyod.__version__}", "pillow",
             ],
         )  # fmt: skip

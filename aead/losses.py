@@ -10,9 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aead import lifecycle
 from aead.errors import ConfigError
-from aead.models import predict
 
 _EPSILON = 1e-7
 _IMAGE_AXES = (1, 2, 3)
@@ -87,13 +85,3 @@ def score_images(
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
-
-
-def model_errors(model, kind: str, error_name: str, images: np.ndarray, batch: int):
-    """(per-image errors of an autoencoder, or a classifier's anomaly probabilities;
-    the reconstructions, or None for a classifier)."""
-    predicted = predict(model, images, batch)
-    if kind == "classifier":
-        return predicted.reshape(-1).astype(np.float64), None
-    with lifecycle.critical():  # TensorFlow ops too
-        return score_images(images, predicted, error_name), predicted

@@ -41,16 +41,18 @@ BackgroundFactory = Callable[[ImageFunction], ImageFunction]
 
 @dataclass
 class Companion:
-    """Another autoencoder trained on the run's normal images: its per-image errors and its
-    encoder (images -> codes)."""
+    """Another detector trained on the run's normal images: its per-image errors and its
+    encoder (images -> codes; None where it has none). Both pickle with the detector they
+    wrap (aead.detectors.ErrorsOf / EncoderOf), so a score holding them deploys."""
 
     errors: ImageFunction
     encoder: ImageFunction
 
 
-# Trains (or reuses) the autoencoder conf/model/<model> with loss <loss> on the run's normal
-# training images (same trainer settings and seed) and returns it as a Companion.
-CompanionFactory = Callable[[str, str], Companion]
+# Trains (or reuses) the detector conf/model/<model> (an autoencoder with loss <loss>, or any
+# other detector: loss None) on the run's normal training images (same trainer settings and
+# seed) and returns it as a Companion.
+CompanionFactory = Callable[[str, str | None], Companion]
 
 
 @dataclass
@@ -64,6 +66,20 @@ class Scored:
     train_index: np.ndarray | None = None
     # per-pixel anomaly maps N×H×W (aead.maps), given to scores that set needs_maps
     maps: np.ndarray | None = None
+
+
+@dataclass
+class ScoredImages:
+    """The run's scores: of the normal validation images (the threshold is fitted on them)
+    and of the test images, with what the plots and pixel metrics need."""
+
+    validation: np.ndarray
+    test: np.ndarray
+    predicted: np.ndarray | None = None  # set once the threshold is fitted
+    reconstructions: np.ndarray | None = None
+    val_maps: np.ndarray | None = None
+    test_maps: np.ndarray | None = None
+    label: str = ""  # how plots name the score
 
 
 @dataclass
@@ -81,9 +97,8 @@ class Score:
 
     name = ""
     SETTINGS: tuple[str, ...] = ()
-    # whether the fitted score travels with the run's deployable detector (aead.detector):
-    # pickled without what binds it to the run's model, rebound to the loaded model by bind()
-    deployable = True
+    # a fitted score travels with the run's deployable detector (aead.detector): pickled
+    # without what binds it to the run's model, rebound to the loaded model by bind()
     needs_maps = False  # whether __call__ reads Scored.maps (an autoencoder's anomaly maps)
 
     def __init__(self, settings: Mapping):
@@ -256,7 +271,6 @@ class BackgroundScore(Score):
 
     name = "background"
     SETTINGS = ("perturbation", "combine", "weight", "seed")
-    deployable = False  # it needs its background model too
 
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         backgrounds = context.backgrounds if context else None
@@ -418,7 +432,6 @@ class EnsembleScore(Score):
         if not members or any(m.get("name") == self.name for m in members):
             raise ConfigError("score.members: a list of one or more other scores' settings")
         self.members = [build_score(dict(m)) for m in members]
-        self.deployable = all(m.deployable for m in self.members)
         self.needs_maps = any(m.needs_maps for m in self.members)
 
     def bind(self, encoder: ImageFunction | None) -> None:
@@ -454,19 +467,22 @@ class EnsembleScore(Score):
 
 @register
 class CompanionScore(Score):
-    """A score of another autoencoder (`model`, trained with `loss` on the run's normal
-    images, cached like any model), e.g. the dense AE's complexity-corrected error as an
-    ensemble member beside the run's own conv AE's code distance: two models that miss
-    different anomalies."""
+    """A score of another detector trained on the run's normal images (`model`, an
+    autoencoder trained with `loss`, or any other detector: kNN on pixels, Deep SVDD, ...;
+    obtained through the model store like the run's own), e.g. the dense AE's
+    complexity-corrected error as an ensemble member beside the run's own conv AE's code
+    distance: two models that miss different anomalies. It deploys with its model."""
 
     name = "companion"
     SETTINGS = ("model", "loss", "score")
-    deployable = False  # it needs the companion model too
 
     def __init__(self, settings: Mapping):
         super().__init__(settings)
-        if not self.settings.get("model") or not self.settings.get("loss"):
-            raise ConfigError("score=companion needs score.model and score.loss (e.g. dense, mse)")
+        if not self.settings.get("model"):
+            raise ConfigError(
+                "score=companion needs score.model (and score.loss for an autoencoder, "
+                "e.g. model=dense, loss=mse)"
+            )
         inner = dict(self.settings.get("score") or {"name": "raw"})
         if inner.get("name") in (self.name, "background"):
             raise ConfigError(f"score=companion cannot score with {inner.get('name')}")
@@ -474,31 +490,40 @@ class CompanionScore(Score):
 
     def fit(self, validation: Scored, context: FitContext | None = None) -> None:
         if context is None or context.companions is None or context.train_images is None:
-            raise ConfigError("score=companion needs an autoencoder run (its normal images)")
-        companion = context.companions(self.settings["model"], self.settings["loss"])
-        self.companion_errors = companion.errors
-        inner_context = FitContext(train_images=context.train_images, encoder=companion.encoder)
+            raise ConfigError("score=companion needs a run that learns from normal images")
+        self.companion = context.companions(self.settings["model"], self.settings.get("loss"))
+        inner_context = FitContext(
+            train_images=context.train_images, encoder=self.companion.encoder
+        )
         self.inner.fit(self._scored(validation), inner_context)
+
+    def bind(self, encoder: ImageFunction | None) -> None:
+        self.inner.bind(self.companion.encoder)  # its own model's codes, not the run's
 
     def _scored(self, scored: Scored) -> Scored:
         """The same images with the companion's errors (trained on the same images)."""
         # the run's maps are not the companion's: its inner score gets none
-        errors = self.companion_errors(scored.images)
+        errors = self.companion.errors(scored.images)
         return Scored(scored.images, errors, scored.train_index)
 
     def __call__(self, scored: Scored) -> np.ndarray:
-        if not hasattr(self, "companion_errors"):
+        if not hasattr(self, "companion"):
             raise RuntimeError("score=companion: fit() first")
         return self.inner(self._scored(scored))
 
     @property
-    def label(self) -> str:
+    def _what(self) -> str:
         s = self.settings
-        return f"{self.inner.label} of the {s['model']} AE ({s['loss']})"
+        return f"the {s['model']} AE" if s.get("loss") else f"{s['model']}"
+
+    @property
+    def label(self) -> str:
+        loss = f" ({self.settings['loss']})" if self.settings.get("loss") else ""
+        return f"{self.inner.label} of {self._what}{loss}"
 
     def describe(self, error_name: str) -> str:
-        s = self.settings
-        return f"{self.inner.describe(s['loss'])} of the {s['model']} AE"
+        inner = self.inner.describe(self.settings.get("loss") or self.settings["model"])
+        return f"{inner} of {self._what}"
 
 
 # ----------------------------------------------------------------------------- map

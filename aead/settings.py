@@ -9,6 +9,8 @@ that has no rule here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +145,15 @@ RULES: dict[str, Rule] = {
     "model.units": sizes(),
     "model.dense_units": integer(1),
     "model.dropout": number(0, 1, high_open=True),
+    "model.rep_dim": integer(1),
+    "model.kernel_size": integer(1),
+    "model.weight_decay": number(0),
+    "model.eps": number(0, low_open=True),
+    "model.shift": integer(0),
+    # PyOD's settings (model.params) that aead's configs set; PyOD checks the rest itself
+    "model.params.n_neighbors": integer(1),
+    "model.params.n_estimators": integer(1),
+    "model.params.nu": number(0, 1, low_open=True),
 }
 
 # the score group's settings, wherever they appear in it
@@ -210,3 +221,33 @@ def _check_classes(scenario: Mapping) -> None:
         if classes and key in scenario and not known_class(scenario[key], classes):
             setting = f"scenario.{key}"
             raise ConfigError(unknown_class(setting, scenario[key], source.name, classes))
+
+
+# Settings that change where or how a run is recorded or computed, not its result: they are
+# left out of the config hash that identifies a sweep's job when the sweep is resumed.
+NOT_RESULT = ("tracking", "cache", "compute", "run_name")
+NOT_RESULT_TRAINER = ("verbose",)
+NOT_RESULT_DATA = ("decode_cache", "cache_dir", "max_memory_gb")
+
+
+def config_hash(cfg) -> str:
+    """SHA-256 of the resolved config (seed included), minus NOT_RESULT settings: what
+    identifies a sweep's job when the sweep is resumed."""
+    from omegaconf import OmegaConf
+
+    config = {
+        k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_RESULT
+    }
+    trainer = config.get("trainer") or {}
+    config["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_RESULT_TRAINER}
+    if "data" in config:
+        config["data"] = {k: v for k, v in config["data"].items() if k not in NOT_RESULT_DATA}
+    for group, defaults in ADDED_DEFAULTS.items():
+        if isinstance(config.get(group), dict):
+            kept = {k: v for k, v in config[group].items() if defaults.get(k, object()) != v}
+            if kept or group not in ADDED_GROUPS:
+                config[group] = kept
+            else:
+                del config[group]
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

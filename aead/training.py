@@ -120,22 +120,23 @@ def _callbacks(trainer: Mapping, extra: list) -> list:
     return callbacks
 
 
-def seeded_model(model_cfg: Mapping, seed: int, shape=None) -> keras.Model:
-    """Builds the model right after seeding Python, NumPy and TensorFlow with `seed`, so that
-    its initial weights and its batch order depend only on what it is (its training
-    configuration, seed included), never on what this process built or trained before it: a
-    model cached by one run is the model another run would have trained itself."""
+def seeded_model(model_cfg: Mapping, seed: int, shape=None, builder=build_model) -> keras.Model:
+    """Builds the model (`builder(model_cfg, shape)`) right after seeding Python, NumPy and
+    TensorFlow with `seed`, so that its initial weights and its batch order depend only on
+    what it is (its training configuration, seed included), never on what this process built
+    or trained before it: a model cached by one run is the model another run would have
+    trained itself."""
     keras.utils.set_random_seed(int(seed))
-    return build_model(model_cfg, shape)
+    return builder(model_cfg, shape)
 
 
-def _compile(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
+def compile_model(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
     optimizer = keras.optimizers.Adam(learning_rate=float(trainer["learning_rate"]))
     model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
-def _fit(
+def fit_model(
     model: keras.Model, x, y, validation, trainer: Mapping, callbacks, **options
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     # a signal must not cut TensorFlow's work in half: it ends training between two batches
@@ -159,12 +160,12 @@ def train_autoencoder(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     require_fits(loss_name, x_train.shape[1:])
     model = seeded_model(model_cfg, seed, x_train.shape[1:])
-    model = _compile(model, trainer, get_loss(loss_name))
+    model = compile_model(model, trainer, get_loss(loss_name))
     log.info(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
     )  # fmt: skip
-    return _fit(model, x_train, x_train, (x_val, x_val), trainer, callbacks)
+    return fit_model(model, x_train, x_train, (x_val, x_val), trainer, callbacks)
 
 
 def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:
@@ -196,13 +197,13 @@ def train_classifier(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     weights = class_weights(y_tr)
     model = seeded_model(model_cfg, seed, x_tr.shape[1:])
-    model = _compile(model, trainer, "binary_crossentropy")
+    model = compile_model(model, trainer, "binary_crossentropy")
     log.info(
         "training %s (%s parameters) on %s labeled images (%d anomalies), class weights %s",
         model.name, f"{model.count_params():,}", f"{len(x_tr):,}", int(y_tr.sum()),
         {c: round(w, 3) for c, w in weights.items()},
     )  # fmt: skip
-    return _fit(
+    return fit_model(
         model, x_tr, y_tr.astype("float32"), (x_val, y_val.astype("float32")), trainer, callbacks,
         class_weight=weights,
     )  # fmt: skip

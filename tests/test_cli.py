@@ -23,7 +23,11 @@ def _aead(*args: str, env=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "override, line",
     [
-        ("model=nope", "model=nope: no such option; choose one of cnn, conv, deep_conv, dense"),
+        (
+            "model=nope",
+            "model=nope: no such option; choose one of cnn, conv, deep_conv, deep_svdd, dense, "
+            "ecod, iforest, knn, ocsvm, pca, rotation",
+        ),
         ("trainer.epoch=3", "trainer.epoch: no such setting; trainer takes batch_size, epochs,"),
         ("loss=bce,", "could not parse the overrides"),
     ],

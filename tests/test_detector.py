@@ -83,16 +83,26 @@ print(json.dumps({
 """
 
 
+# The run's score: an ensemble of its conv AE's error and code distance, a companion dense
+# AE's complexity-corrected error and a companion kNN on pixels: four models, one detector.
+ENSEMBLE = [
+    "score=ensemble",
+    "score.members=[{name:raw},{name:latent_knn,k:5},{name:companion,model:dense,loss:mse,"
+    "score:{name:complexity,compressor:zlib,combine:max_z}},{name:companion,model:knn}]",
+]
+
+
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
-    """One quick run with its models logged; its test images; its per-image scores."""
+    """One quick run with its models logged (an ensemble with companion models); its test
+    images; its per-image scores."""
     from hydra import compose
 
     from tests.helpers import QUICK, hydra_config
 
     folder = tmp_path_factory.mktemp("detector")
     store = f"sqlite:///{folder / 'mlruns.db'}"
-    overrides = [*QUICK, f"tracking.uri={store}", f"cache.dir={folder / 'cache'}"]
+    overrides = [*QUICK, *ENSEMBLE, f"tracking.uri={store}", f"cache.dir={folder / 'cache'}"]
     with hydra_config():
         cfg = compose("config", overrides=[*overrides, "tracking.log_model=true"])
     result = run(cfg, RunContext(base_dir=str(folder)))

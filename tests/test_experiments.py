@@ -25,8 +25,8 @@ NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_z
 
 def test_every_experiment_file_is_listed_in_the_readme():
     names = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-    benchmarks = ["grid", "hard_direction", "one_class_benchmark", "one_class_cifar10",
-                  "synthetic_defects"]  # fmt: skip
+    benchmarks = ["grid", "hard_direction", "one_class_baselines", "one_class_benchmark",
+                  "one_class_cifar10", "synthetic_defects"]  # fmt: skip
     assert names == sorted([*NAMED, *benchmarks])
     readme = (REPO / "README.md").read_text()
     for name in names:

@@ -421,7 +421,7 @@ def test_colour_detector_scores_as_the_run_did(make_config, tmp_path, colour_fol
     from aead.maps import pixel_maps
 
     with_maps = detector.predict(images[:3], params={"maps": True})
-    keras_model = detector.unwrap_python_model().model
+    keras_model = detector.unwrap_python_model().detector.keras_model()
     x = images[:3].astype(np.float32) / 255
     expected = pixel_maps(x, keras_model.predict(x, verbose=0), "bce", sigma=1.0)
     np.testing.assert_allclose(np.array(with_maps["map"].tolist()), expected, rtol=1e-4, atol=1e-6)

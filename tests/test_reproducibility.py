@@ -52,7 +52,7 @@ def test_cache_key_holds_the_code_digest_and_the_data_dtype_and_shape(monkeypatc
     images = np.zeros((4, 28, 28, 1), np.float32)
     key, fields = training_key(MODEL, "mse", TRAINER, 0, (images, None))
     assert fields["code"] == cache.code_digest()
-    monkeypatch.setattr(cache, "code_digest", lambda: "other code")
+    monkeypatch.setattr(cache, "code_digest", lambda modules=(): "other code")
     assert training_key(MODEL, "mse", TRAINER, 0, (images, None))[0] != key
     monkeypatch.undo()
     # the same bytes as another dtype or shape are other data

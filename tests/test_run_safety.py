@@ -9,9 +9,10 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from aead.pipeline import config_hash, tf_threads
 from aead.run import job_cores
 from aead.secrets import RedactFilter, mask_log_records, redact
+from aead.settings import config_hash
+from aead.tf_runtime import tf_threads
 from aead.tracking import flatten, one_line, ui_base_url, ui_command
 
 
