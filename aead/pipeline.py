@@ -15,14 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from aead import lifecycle, plots
-from aead.artifacts import (
-    log_artifacts,
-    log_datasets,
-    log_fit_report,
-    log_models,
-    print_summary,
-)
+from aead import plots
 from aead.data import Splits, build_splits
 from aead.detectors import (
     EncoderOf,
@@ -32,18 +25,26 @@ from aead.detectors import (
     build_detector,
     detector_class,
 )
+from aead.detectors.models import model_settings
 from aead.errors import ConfigError
-from aead.maps import smooth
-from aead.metrics import detection_metrics
-from aead.model_store import ModelStore, cache_dir
-from aead.models import model_settings
-from aead.pixel_metrics import pixel_metrics
-from aead.scores import Companion, FitContext, Score, Scored, ScoredImages, build_score
-from aead.secrets import redact
+from aead.scoring.maps import smooth
+from aead.scoring.metrics import detection_metrics
+from aead.scoring.pixel_metrics import pixel_metrics
+from aead.scoring.scores import Companion, FitContext, Score, Scored, ScoredImages, build_score
+from aead.scoring.thresholds import fit_threshold
 from aead.settings import config_hash, validate
+from aead.store.model_store import ModelStore, cache_dir
 from aead.tf_runtime import configure_threads, device_tags, seed_everything, tf_threads
-from aead.thresholds import fit_threshold
-from aead.tracking import Tracker, finished_job_run, flatten, resolve_tracking_uri
+from aead.tracking import lifecycle
+from aead.tracking.artifacts import (
+    log_artifacts,
+    log_datasets,
+    log_fit_report,
+    log_models,
+    print_summary,
+)
+from aead.tracking.runs import Tracker, finished_job_run, flatten, resolve_tracking_uri
+from aead.tracking.secrets import redact
 
 log = logging.getLogger("aead")
 

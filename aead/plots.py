@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve as _roc_points  # noqa: E402
 
-from aead.thresholds import Threshold  # noqa: E402
+from aead.scoring.thresholds import Threshold  # noqa: E402
 
 
 def error_histogram(

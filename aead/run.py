@@ -20,8 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aead import errors, lifecycle, sweeps
-from aead.secrets import mask_log_records, redact, redact_file
+from aead import errors, sweeps
+from aead.tracking import lifecycle
+from aead.tracking.secrets import mask_log_records, redact, redact_file
 
 if TYPE_CHECKING:  # the pipeline imports TensorFlow: only a job that runs needs it
     from aead.pipeline import RunContext
@@ -136,7 +137,7 @@ def main(cfg: DictConfig) -> float:
             return math.nan
         raise
     except Exception as exc:  # one failed job must not stop the sweep; it is listed at the end
-        from aead.tracking import one_line
+        from aead.tracking.runs import one_line
 
         reason = one_line(exc)
         print(f"[aead] job {context.job_num} FAILED: {reason}", file=sys.stderr, flush=True)
@@ -170,7 +171,7 @@ def cli() -> None:
         if line is not None:
             print(f"[aead] configuration error: {redact(line)}", file=sys.stderr, flush=True)
             sys.exit(errors.EXIT_CONFIG)
-        from aead.tracking import one_line
+        from aead.tracking.runs import one_line
 
         print(f"[aead] error: {one_line(exc)}", file=sys.stderr, flush=True)
         print("(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr, flush=True)

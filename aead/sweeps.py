@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from aead.secrets import redact
+from aead.tracking.secrets import redact
 
 JOB_RECORD = "aead_job.json"
 _failed: list[dict] = []  # failed jobs of the multirun that just ended in this process
@@ -62,7 +62,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.utils import get_original_cwd  # noqa: F401  (Hydra is initialised here)
 
-        from aead.tracking import prepare_store, resolve_tracking_uri
+        from aead.tracking.runs import prepare_store, resolve_tracking_uri
 
         self.started = time.time()
         _failed.clear()
@@ -78,8 +78,8 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow import MlflowClient
 
-        from aead.heartbeat import end_lost_runs
-        from aead.tracking import resolve_tracking_uri
+        from aead.tracking.heartbeat import end_lost_runs
+        from aead.tracking.runs import resolve_tracking_uri
 
         # runs whose process died hard (SIGKILL) and whose heartbeat has stopped: end them
         uri = resolve_tracking_uri(Path.cwd(), config.get("tracking", {}).get("uri"))
@@ -108,7 +108,7 @@ class SweepCallback(Callback):
     @staticmethod
     def _tracked_records(config: DictConfig, sweep_dir: str, since: float) -> list[dict]:
         """Job records from the tracking store, for jobs that ran on other machines."""
-        from aead.tracking import resolve_tracking_uri, sweep_job_records
+        from aead.tracking.runs import resolve_tracking_uri, sweep_job_records
 
         try:
             uri = resolve_tracking_uri(Path.cwd(), config.get("tracking", {}).get("uri"))

@@ -58,7 +58,7 @@ def _plain_seconds(model_cfg: dict, x: np.ndarray, x_val: np.ndarray) -> float:
     """A plain Keras fit of the same model: one warm-up epoch, then EPOCHS timed."""
     import keras
 
-    from aead.models import build_model
+    from aead.detectors.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(model_cfg, x.shape[1:])
@@ -72,7 +72,7 @@ def _plain_seconds(model_cfg: dict, x: np.ndarray, x_val: np.ndarray) -> float:
 
 def _aead_seconds(model_cfg: dict, x: np.ndarray, x_val: np.ndarray) -> float:
     """aead's training (seeding, callbacks, progress lines), warmed up the same way."""
-    from aead.training import train_autoencoder
+    from aead.detectors.training import train_autoencoder
 
     trainer = {"epochs": 1, "batch_size": BATCH, "learning_rate": 1e-3, "patience": 0,
                "verbose": 0}  # fmt: skip
@@ -83,7 +83,7 @@ def _aead_seconds(model_cfg: dict, x: np.ndarray, x_val: np.ndarray) -> float:
 
 
 def training_throughput() -> None:
-    from aead.models import model_settings
+    from aead.detectors.models import model_settings
 
     print(f"conv AE training, {EPOCHS} epochs, batch {BATCH} (images/s, after a warm-up epoch):")
     for side, n in ((32, 4500), (128, 1000)):

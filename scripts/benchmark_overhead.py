@@ -29,7 +29,7 @@ PLAIN = textwrap.dedent(
     import numpy as np, keras
     from sklearn.metrics import roc_auc_score
     from aead.data import load_dataset
-    from aead.models import build_model, model_settings
+    from aead.detectors.models import build_model, model_settings
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     train = load_dataset("mnist", "train").images

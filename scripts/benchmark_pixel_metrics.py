@@ -16,8 +16,8 @@ import tracemalloc
 
 import numpy as np
 
-from aead.pixel_metrics import pixel_metrics
-from aead.thresholds import fit_zscore
+from aead.scoring.pixel_metrics import pixel_metrics
+from aead.scoring.thresholds import fit_zscore
 
 
 def main() -> None:

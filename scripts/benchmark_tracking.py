@@ -61,7 +61,7 @@ def one_run(client, experiment_id: str, epochs: int, artifacts: list[Path], late
     for name in ("train", "validation", "test"):  # mlflow.log_input
         dataset = Dataset(name, os.urandom(8).hex(), "local", '{"uri": "idx"}')
         timed(client.log_inputs, run, [DatasetInput(dataset, [])])
-    # the model: looked for on the server, then trained under a lock (aead.shared_models)
+    # the model: looked for on the server, then trained under a lock (aead.store.shared)
     timed(client.search_experiments)
     timed(client.search_runs, [experiment_id], "tags.`aead.cache_entry` = 'none'")
     lock = timed(client.create_experiment, f"{EXPERIMENT}-lock-{os.urandom(8).hex()}")

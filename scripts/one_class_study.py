@@ -25,10 +25,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from aead.data import build_splits
-from aead.losses import score_images
-from aead.models import encoder_of, model_settings
-from aead.scores import ComplexityScore, FitContext, Scored, build_score
-from aead.training import train_autoencoder
+from aead.detectors.losses import score_images
+from aead.detectors.models import encoder_of, model_settings
+from aead.detectors.training import train_autoencoder
+from aead.scoring.scores import ComplexityScore, FitContext, Scored, build_score
 
 MODELS = ("dense", "conv", "deep_conv")  # their settings: conf/model/<name>.yaml
 SCORES = ("mse", "ssim", "complexity", "cx_ssim", "knn5", "knn5_l2", "knn_cx", "knn_cx_ssim")

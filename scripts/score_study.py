@@ -19,10 +19,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from aead.data import build_splits
-from aead.losses import score_images
-from aead.models import model_settings
-from aead.scores import complexity_bits
-from aead.training import train_autoencoder
+from aead.detectors.losses import score_images
+from aead.detectors.models import model_settings
+from aead.detectors.training import train_autoencoder
+from aead.scoring.scores import complexity_bits
 
 MODELS = ("dense", "conv")  # their settings: conf/model/<name>.yaml
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)

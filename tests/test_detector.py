@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from aead.data import build_splits
-from aead.detector import InputError, as_images
+from aead.detectors.deploy import InputError, as_images
 from aead.pipeline import RunContext, run
 from tests import servers
 

@@ -12,11 +12,11 @@ import pytest
 
 from aead.detectors import DETECTORS, Training, TrainingData, build_detector
 from aead.detectors.deep_svdd import build_deep_svdd_network, center_of, with_center
+from aead.detectors.models import model_settings
 from aead.detectors.rotation import transform, transformations
 from aead.errors import ConfigError
-from aead.model_store import ModelStore
-from aead.models import model_settings
 from aead.pipeline import RunContext, run
+from aead.store.model_store import ModelStore
 from tests.helpers import logged_scores
 
 ONE_CLASS = ["scenario=one_class", "scenario.normal_class=0", "threshold=percentile"]

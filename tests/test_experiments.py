@@ -15,8 +15,8 @@ from hydra import compose
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from aead.detectors.training import class_weights
 from aead.pipeline import RunContext, run
-from aead.training import class_weights
 from tests.helpers import CONF, REPO, hydra_config, logged_image, logged_scores
 
 NAMED = ["conv_bce_mnist", "conv_ssim_fashion", "contaminated_mse", "one_class_zero",

@@ -14,8 +14,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from aead import heartbeat, shared_models
-from aead.tracking import Tracker
+from aead.store import shared as shared_models
+from aead.tracking import heartbeat
+from aead.tracking.runs import Tracker
 from tests import servers
 from tests.helpers import QUICK, REPO
 
@@ -112,7 +113,8 @@ def test_a_sigkilled_job_is_ended_by_the_command(tmp_path):
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # the lie a kill leaves
     time.sleep(heartbeat.MISSED * 1.0 + 1)
     done = subprocess.run(
-        [sys.executable, "-m", "aead.heartbeat", "--tracking-uri", uri, "--experiment", "aead"],
+        [sys.executable, "-m", "aead.tracking.heartbeat", "--tracking-uri", uri,
+         "--experiment", "aead"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

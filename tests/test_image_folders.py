@@ -403,7 +403,7 @@ def test_supervised_cnn_and_every_score_run_on_colour(make_config, tmp_path, col
 def test_colour_detector_scores_as_the_run_did(make_config, tmp_path, colour_folder):
     import mlflow
 
-    from aead.detector import InputError
+    from aead.detectors.deploy import InputError
     from tests.helpers import logged_scores
 
     result = _colour_run(make_config, tmp_path, colour_folder, "tracking.log_model=true")
@@ -418,7 +418,7 @@ def test_colour_detector_scores_as_the_run_did(make_config, tmp_path, colour_fol
     with pytest.raises(InputError, match=r"images must be N×20×28×3, got shape \(2, 28, 28\)"):
         detector.predict(np.zeros((2, 28, 28), np.uint8))
     # maps on request: the run's per-pixel error, smoothed by its maps.sigma (1.0)
-    from aead.maps import pixel_maps
+    from aead.scoring.maps import pixel_maps
 
     with_maps = detector.predict(images[:3], params={"maps": True})
     keras_model = detector.unwrap_python_model().detector.keras_model()

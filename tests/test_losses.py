@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from aead.losses import LOSSES, get_loss, score_images
+from aead.detectors.losses import LOSSES, get_loss, score_images
 
 rng = np.random.default_rng(0)
 IMAGES = rng.uniform(0, 1, size=(5, 28, 28, 1)).astype(np.float32)

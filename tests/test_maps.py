@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aead.losses import score_images
-from aead.maps import pixel_maps, smooth, ssim_map
-from aead.pixel_metrics import aupro, best_pixel_f1, overlap, pixel_roc_auc
-from aead.scores import Scored, build_score
+from aead.detectors.losses import score_images
+from aead.scoring.maps import pixel_maps, smooth, ssim_map
+from aead.scoring.pixel_metrics import aupro, best_pixel_f1, overlap, pixel_roc_auc
+from aead.scoring.scores import Scored, build_score
 
 RNG = np.random.default_rng(0)
 

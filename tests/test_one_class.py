@@ -15,9 +15,9 @@ import pytest
 from hydra import compose
 from omegaconf import OmegaConf
 
-from aead import one_class
-from aead.models import model_settings
-from aead.report import main as report_main
+from aead.detectors.models import model_settings
+from aead.report import one_class
+from aead.report.cli import main as report_main
 from tests.helpers import QUICK, REPO, hydra_config
 
 

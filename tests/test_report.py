@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from aead import pipeline
 from aead.pipeline import RunContext, run
-from aead.report import main as report_main
-from aead.sweep_report import write_report
+from aead.report.cli import main as report_main
+from aead.report.sweep import write_report
 from tests.helpers import QUICK, hydra_config
 
 SWEEP = "sweep-test"
@@ -151,7 +151,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
 def test_pixel_figures_get_columns_with_mean_and_std_where_runs_have_them():
     import pandas as pd
 
-    from aead.sweep_report import render_markdown, summarize
+    from aead.report.sweep import render_markdown, summarize
 
     runs = pd.DataFrame(
         {
@@ -180,7 +180,7 @@ def test_pixel_figures_get_columns_with_mean_and_std_where_runs_have_them():
 def test_runs_from_before_a_setting_existed_count_as_at_its_default():
     import pandas as pd
 
-    from aead.sweep_report import variant_columns, with_added_defaults
+    from aead.report.sweep import variant_columns, with_added_defaults
 
     runs = pd.DataFrame(
         {"params.loss.name": ["mse", "mse"], "params.maps.sigma": [None, "1.0"],

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from aead import cache
-from aead.cache import training_key
 from aead.pipeline import RunContext, run
+from aead.store import cache
+from aead.store.cache import training_key
 from tests.helpers import REPO
 
 MODEL = {"name": "dense", "units": [8, 4]}
@@ -23,7 +23,7 @@ TRAINER = {"epochs": 1, "batch_size": 16, "learning_rate": 0.001, "patience": 0}
 def _digest_of(package_root) -> str:
     """code_digest() as a fresh interpreter computes it from the aead package under
     package_root (no TensorFlow needed)."""
-    code = "from aead.cache import code_digest; print(code_digest())"
+    code = "from aead.store.cache import code_digest; print(code_digest())"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=package_root, env={"PYTHONPATH": str(package_root)},
         capture_output=True, text=True, timeout=120,
@@ -35,7 +35,7 @@ def _digest_of(package_root) -> str:
 def test_editing_a_builder_changes_the_cache_key_and_a_comment_does_not(tmp_path):
     scratch = tmp_path / "clone"
     shutil.copytree(REPO / "aead", scratch / "aead", ignore=shutil.ignore_patterns("__pycache__"))
-    models = scratch / "aead" / "models.py"
+    models = scratch / "aead" / "detectors" / "models.py"
     original = models.read_text()
     assert _digest_of(scratch) == cache.code_digest()  # the copy is this code
 

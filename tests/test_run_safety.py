@@ -10,10 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from aead.run import job_cores
-from aead.secrets import RedactFilter, mask_log_records, redact
 from aead.settings import config_hash
 from aead.tf_runtime import tf_threads
-from aead.tracking import flatten, one_line, ui_base_url, ui_command
+from aead.tracking.runs import flatten, one_line, ui_base_url, ui_command
+from aead.tracking.secrets import RedactFilter, mask_log_records, redact
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_every_log_record_is_masked_once_installed():
 
 SIGNAL_IN_CRITICAL_SECTION = """
 import os, signal
-from aead import lifecycle
+from aead.tracking import lifecycle
 lifecycle.install_signal_handlers()
 with lifecycle.critical():
     os.kill(os.getpid(), signal.SIGTERM)

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from aead.pipeline import RunContext, run
-from aead.scores import (
+from aead.scoring.scores import (
     SCORES,
     Companion,
     FitContext,
@@ -167,7 +167,7 @@ def test_latent_knn_at_every_stage_averages_validation_standardized_distances():
     ],
 )
 def test_encoder_stages_end_at_the_bottleneck(model, stage_shapes):
-    from aead.models import Encoder, build_model
+    from aead.detectors.models import Encoder, build_model
 
     encoder = Encoder(build_model(model), batch_size=8)
     images = np.concatenate([_textured(0), _textured(1)])
@@ -185,7 +185,7 @@ def test_encoder_stages_end_at_the_bottleneck(model, stage_shapes):
     ],
 )
 def test_encoder_ends_at_the_bottleneck(model, code_shape):
-    from aead.models import build_model, encoder_of
+    from aead.detectors.models import build_model, encoder_of
 
     encoder = encoder_of(build_model(model))
     assert tuple(encoder.output.shape[1:]) == code_shape

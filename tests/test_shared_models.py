@@ -1,5 +1,5 @@
 """The tracking server as a model store shared by workers with no common disk
-(aead.shared_models), on a real MLflow store: the same client calls go to a server's REST API
+(aead.store.shared), on a real MLflow store: the same client calls go to a server's REST API
 in production (tests/test_cluster.py runs them against `mlflow server`)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import threading
 import pytest
 from mlflow import MlflowClient
 
-from aead import shared_models
-from aead.shared_models import SharedModels
+from aead.store import shared as shared_models
+from aead.store.shared import SharedModels
 
 KEY = "ab" * 32
 

@@ -202,8 +202,8 @@ def test_joblib_sweep_on_a_fresh_store_trains_once(tmp_path):
 def _store_entry(root: str, key: str, barrier, queue) -> None:
     """In a fresh process: build a small model and store it under `key`; each writer has its
     complete entry staged before either publishes (the barrier), so that the two collide."""
-    from aead.cache import ModelCache
-    from aead.models import build_model
+    from aead.detectors.models import build_model
+    from aead.store.cache import ModelCache
 
     publish = ModelCache.publish
 
@@ -225,7 +225,7 @@ def _store_entry(root: str, key: str, barrier, queue) -> None:
 def test_two_processes_storing_one_cache_key_both_succeed(tmp_path):
     import multiprocessing
 
-    from aead.cache import ModelCache
+    from aead.store.cache import ModelCache
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aead.metrics import detection_metrics
-from aead.thresholds import fit_percentile, fit_threshold, fit_zscore
+from aead.scoring.metrics import detection_metrics
+from aead.scoring.thresholds import fit_percentile, fit_threshold, fit_zscore
 
 
 def test_zscore_known_values():

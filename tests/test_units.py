@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aead.cache import training_key
-from aead.models import build_model, model_settings
-from aead.sweep_report import (
+from aead.detectors.models import build_model, model_settings
+from aead.report.sweep import (
     MEANS,
     _table_cells,
     latest_attempts,
@@ -18,6 +17,7 @@ from aead.sweep_report import (
     summarize,
     variant_columns,
 )
+from aead.store.cache import training_key
 
 
 def _runs(rows: list[dict]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Autoencoders (conf/model dense, conv, deep_conv): trained to reconstruct normal images with
 the `loss` group's loss; an image's error is the `loss.score` loss between it and its
-reconstruction, its map the same loss per pixel (aead.maps)."""
+reconstruction, its map the same loss per pixel (aead.scoring.maps)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aead.cache import training_key
 from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register, uncompiled
-from aead.losses import require_fits, score_images
-from aead.maps import pixel_maps
-from aead.models import Encoder, predict
-from aead.training import train_autoencoder
+from aead.detectors.losses import require_fits, score_images
+from aead.detectors.models import Encoder, predict
+from aead.detectors.training import train_autoencoder
+from aead.scoring.maps import pixel_maps
+from aead.store.cache import training_key
 
 
 @register

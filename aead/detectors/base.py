@@ -5,7 +5,7 @@ and to aead's train-once store):
   detector is supervised), obtaining any trained model through `training.store`, so that a
   model trained once is reused by every run that needs it;
 - `errors(images)`: one value per image, higher = more anomalous (the detector's own score,
-  which `aead.scores` may correct or combine), and reconstructions where it has them;
+  which `aead.scoring.scores` may correct or combine), and reconstructions where it has them;
 - `maps(images)`: per-pixel anomaly maps, where the detector has them (else None);
 - its whole fitted state pickles (Keras models included), which is how the deployable
   pyfunc detector carries it.
@@ -42,7 +42,7 @@ class Training:
 
     trainer: dict
     seed: int
-    store: object  # aead.model_store.ModelStore
+    store: object  # aead.store.model_store.ModelStore
     val_fraction: float = 0.1
     callbacks: list = field(default_factory=list)
 
@@ -94,7 +94,7 @@ class Detector:
                 f"model={self.model_cfg.get('name')} ({self.kind}) has no setting "
                 f"{sorted(unknown)}; it takes {sorted(self.SETTINGS)}"
             )
-        self.obtained_ = None  # aead.model_store.Obtained: the model and where it came from
+        self.obtained_ = None  # aead.store.model_store.Obtained: the model and where it came from
         self.report_ = FitReport()
 
     @property
@@ -114,7 +114,7 @@ class Detector:
         return None
 
     def encoder(self):
-        """images -> codes (aead.models.Encoder) for code scores (latent_knn), or None."""
+        """images -> codes (aead.detectors.models.Encoder) for code scores (latent_knn), or None."""
         return None
 
     def background(self, perturb, training: Training) -> Detector:

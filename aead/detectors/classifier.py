@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aead import lifecycle
-from aead.cache import training_key
 from aead.detectors.base import (
     Detector,
     Evaluated,
@@ -19,13 +17,15 @@ from aead.detectors.base import (
     register,
     uncompiled,
 )
-from aead.training import (
+from aead.detectors.training import (
     classifier_split,
     cross_validate_classifier,
     predict_probability,
     require_labels,
     train_classifier,
 )
+from aead.store.cache import training_key
+from aead.tracking import lifecycle
 
 TRAINING_LOSS = "binary_crossentropy"  # it learns labels; the `loss` group does not apply
 

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aead.cache import TRAINING_CODE, training_key
 from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register
 from aead.errors import ConfigError
+from aead.store.cache import TRAINING_CODE, training_key
 
 log = logging.getLogger("aead")
 
@@ -94,7 +94,7 @@ class PyodDetector(Detector):
         self.autoencoder_ = None
         if self.features == "codes":
             from aead.detectors.autoencoder import AutoencoderDetector
-            from aead.models import model_settings
+            from aead.detectors.models import model_settings
 
             loss = self.autoencoder_cfg.get("loss", "mse")
             log.info("the %s autoencoder (%s) for its codes:", self.autoencoder_cfg["model"], loss)

@@ -25,11 +25,11 @@ import keras
 import numpy as np
 from keras import layers
 
-from aead.cache import TRAINING_CODE, training_key
 from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register, uncompiled
+from aead.detectors.models import predict
+from aead.detectors.training import compile_model, fit_model, seeded_model
 from aead.errors import ConfigError
-from aead.models import predict
-from aead.training import compile_model, fit_model, seeded_model
+from aead.store.cache import TRAINING_CODE, training_key
 
 log = logging.getLogger("aead")
 

@@ -15,7 +15,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from omegaconf import open_dict
 
-from aead import lifecycle
+from aead.tracking import lifecycle
 
 try:  # the cluster extra; its config module is cheap, Ray itself is imported in launch()
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginRayLauncher

@@ -1,5 +1,5 @@
 """Train once, score many across machines: the tracking server is where workers that share no
-disk find each other's trained models, with the local cache (aead.cache) as the fast path.
+disk find each other's trained models, with the local cache (aead.store.cache) as the fast path.
 
 - A worker that trains a model uploads its cache entry as artifacts of its run
   (`aead_cache/<key>/`) and then tags the run `aead.cache_entry=<key>`; the tag is set last,
@@ -26,8 +26,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from aead import heartbeat
-from aead.retry import retrying
+from aead.tracking import heartbeat
+from aead.tracking.retry import retrying
 
 log = logging.getLogger("aead")
 

@@ -3,8 +3,8 @@ that a thread renews every `tracking.heartbeat_s` while the run works. A process
 (SIGKILL, the OOM killer, a pre-empted node) stops renewing it, so a RUNNING run whose
 heartbeat is older than MISSED intervals is lost: `end_lost_runs` ends it KILLED, with
 `aead.end_reason` "lost: no heartbeat since <time>". The next job of a sweep, the sweep's end
-and `aead-end-lost-runs` (python -m aead.heartbeat) call it; a training lock on a tracking
-server is a lease on its holder's heartbeat (aead.shared_models).
+and `aead-end-lost-runs` (python -m aead.tracking.heartbeat) call it; a training lock on a tracking
+server is a lease on its holder's heartbeat (aead.store.shared).
 
 Runs made before heartbeats existed carry no heartbeat tag and are never judged lost.
 """
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from aead.retry import retrying
+from aead.tracking.retry import retrying
 
 HEARTBEAT_TAG = "aead.heartbeat"
 INTERVAL_TAG = "aead.heartbeat_s"
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     """aead-end-lost-runs: end the runs that a dead process left RUNNING, in any store."""
     import os
 
-    from aead.secrets import redact
+    from aead.tracking.secrets import redact
 
     parser = argparse.ArgumentParser(
         prog="aead-end-lost-runs",

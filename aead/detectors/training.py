@@ -14,11 +14,11 @@ import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from aead import lifecycle
 from aead.data import LabeledSet
+from aead.detectors.losses import get_loss, require_fits
+from aead.detectors.models import build_model, predict
 from aead.errors import ConfigError
-from aead.losses import get_loss, require_fits
-from aead.models import build_model, predict
+from aead.tracking import lifecycle
 
 log = logging.getLogger("aead")
 
@@ -54,21 +54,6 @@ class EpochProgress(keras.callbacks.Callback):
         values = ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
         seconds = time.monotonic() - getattr(self, "started", time.monotonic())
         log.info("epoch %d/%d: %s (%.1f s)", epoch + 1, self.epochs, values, seconds)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Logs train_loss / val_loss (and other Keras logs) to the active MLflow run each epoch,
-    step = epoch (1-based)."""
-
-    RENAME = {"loss": "train_loss"}
-
-    def on_epoch_end(self, epoch, logs=None):
-        import mlflow
-
-        from aead.retry import retrying
-
-        logs = {self.RENAME.get(k, k): float(v) for k, v in (logs or {}).items()}
-        retrying(mlflow.log_metrics, logs, step=epoch + 1)
 
 
 class TrainingMonitor(keras.callbacks.Callback):

@@ -1,5 +1,5 @@
 """`python -m aead.report` / `aead-report`: compare the runs of one aead sweep (the report
-itself is built by aead.sweep_report). Light on imports, so that --help answers at once."""
+itself is built by aead.report.sweep). Light on imports, so that --help answers at once."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="output folder (default: reports/<sweep id>)")
     args = parser.parse_args(argv)
 
-    from aead.sweep_report import write_report
-    from aead.tracking import resolve_tracking_uri
+    from aead.report.sweep import write_report
+    from aead.tracking.runs import resolve_tracking_uri
 
     uri = resolve_tracking_uri(".", args.tracking_uri)
     path = write_report(uri, args.experiment, args.sweep_id, args.out)

@@ -26,9 +26,9 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from aead import heartbeat, lifecycle
-from aead.retry import RETRY_SECONDS, retrying
-from aead.secrets import redact
+from aead.tracking import heartbeat, lifecycle
+from aead.tracking.retry import RETRY_SECONDS, retrying
+from aead.tracking.secrets import redact
 
 if TYPE_CHECKING:  # TensorFlow is imported only by what trains: the report starts fast
     import keras
@@ -288,7 +288,7 @@ class Tracker:
 
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        from aead.models import predict
+        from aead.detectors.models import predict
 
         signature = infer_signature(sample_input, predict(model, sample_input))
         retrying(
@@ -297,7 +297,7 @@ class Tracker:
         )  # fmt: skip
 
     def epoch_logger(self) -> keras.callbacks.Callback:
-        from aead.training import EpochLogger
+        from aead.tracking.callbacks import EpochLogger
 
         return EpochLogger()
 

@@ -1,6 +1,6 @@
 """The one-class benchmark as the papers print it: per dataset, one row per normal class, one
 column per detector (ROC-AUC %, mean ± std over seeds), the mean over the classes, and the
-published methods' figures (from aead/published/one_class.yaml) as extra columns.
+published methods' figures (from aead/report/published/one_class.yaml) as extra columns.
 
 Built from the runs' logged metrics only; the report adds it when a sweep varies
 `scenario.normal_class`.

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from aead import lifecycle
 from aead.errors import ConfigError
+from aead.tracking import lifecycle
 
 IMAGE_SHAPE = (28, 28, 1)  # MNIST's, the shape a model is built for when none is given
 

@@ -1,4 +1,4 @@
-"""Sweep reports (`python -m aead.report`, whose CLI is aead/report.py): reads one sweep's
+"""Sweep reports (`python -m aead.report`, whose CLI is aead/report/cli.py): reads one sweep's
 runs from MLflow and writes report.html (self-contained, images beside it), report.md,
 summary.csv and, for a one-class benchmark, one_class.csv.
 
@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from aead import one_class, plots
-from aead.secrets import redact
-from aead.tracking import (
+from aead import plots
+from aead.report import one_class
+from aead.tracking.runs import (
     download_artifact,
     run_url,
     search_runs,
 )
+from aead.tracking.secrets import redact
 
 SWEEP_TAG = "tags.sweep_id"
 CONFIG_HASH = "tags.aead.config_hash"

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 
 from aead import plots
-from aead.maps import smooth
-from aead.tracking import Tracker, retrying, ui_command
+from aead.scoring.maps import smooth
+from aead.tracking.runs import Tracker, retrying, ui_command
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from aead.data import Splits
     from aead.detectors import FitReport
-    from aead.scores import ScoredImages
-    from aead.thresholds import Threshold
+    from aead.scoring.scores import ScoredImages
+    from aead.scoring.thresholds import Threshold
 
 N_RECONSTRUCTIONS = 8
 MAX_OUTLIERS_SHOWN = 32
@@ -112,11 +112,11 @@ def log_maps(tracker, splits: Splits, detector, reconstructions, scores, sigma: 
 
 def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: float) -> None:
     """The Keras model (mlflow.keras, where the detector has one) and the deployable pyfunc
-    model `detector` (aead.detector), with an input example as users send it: uint8 images
+    model `detector` (aead.detectors.deploy), with an input example as users send it: uint8 images
     N×H×W (one channel) or N×H×W×C."""
     if detector.keras_model() is not None:
         tracker.log_keras_model(detector.keras_model(), images)
-    from aead.detector import log_detector  # MLflow's pyfunc stack: only when logging one
+    from aead.detectors.deploy import log_detector  # MLflow's pyfunc stack: only when logging one
 
     example = np.round(images * 255).astype(np.uint8)
     example = example[..., 0] if example.shape[-1] == 1 else example

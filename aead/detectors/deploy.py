@@ -79,7 +79,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         self.score.bind(self.detector.encoder())
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from aead.scores import Scored
+        from aead.scoring.scores import Scored
 
         images = as_images(model_input, self.detector.image_shape_)
         out = self.detector.errors(images)
@@ -92,7 +92,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         if want_maps:  # the anomaly maps the run drew: smoothed by its maps.sigma
             if maps is None:
                 raise InputError(f"maps: this detector ({self.detector.name}) has no anomaly maps")
-            from aead.maps import smooth
+            from aead.scoring.maps import smooth
 
             frame["map"] = [m.tolist() for m in smooth(maps, self.map_sigma)]
         return frame

@@ -64,7 +64,7 @@ class Scored:
     # for each image, its position among the training images the score was fitted on, -1 if
     # it is not one of them (None: none is); a score must not match an image with itself
     train_index: np.ndarray | None = None
-    # per-pixel anomaly maps N×H×W (aead.maps), given to scores that set needs_maps
+    # per-pixel anomaly maps N×H×W (aead.scoring.maps), given to scores that set needs_maps
     maps: np.ndarray | None = None
 
 
@@ -97,7 +97,7 @@ class Score:
 
     name = ""
     SETTINGS: tuple[str, ...] = ()
-    # a fitted score travels with the run's deployable detector (aead.detector): pickled
+    # a fitted score travels with the run's deployable detector (aead.detectors.deploy): pickled
     # without what binds it to the run's model, rebound to the loaded model by bind()
     needs_maps = False  # whether __call__ reads Scored.maps (an autoencoder's anomaly maps)
 
@@ -531,7 +531,7 @@ class CompanionScore(Score):
 
 @register
 class MapScore(Score):
-    """An image's score from its anomaly map (aead.maps): the maximum ('max') or the mean of
+    """An image's score from its anomaly map (aead.scoring.maps): the maximum ('max') or the mean of
     the top `top_percent` % of pixels ('top_mean') of the map smoothed by a Gaussian of
     `sigma` pixels. Where a defect is small, its few bad pixels decide, not the image's mean."""
 
@@ -550,7 +550,7 @@ class MapScore(Score):
     def __call__(self, scored: Scored) -> np.ndarray:
         if scored.maps is None:
             raise ConfigError("score=map needs an autoencoder's anomaly maps")
-        from aead.maps import smooth
+        from aead.scoring.maps import smooth
 
         flat = smooth(scored.maps, self.sigma).reshape(len(scored.maps), -1).astype(np.float64)
         if self.reduce == "max":

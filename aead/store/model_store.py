@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aead import shared_models
-from aead.cache import ModelCache
 from aead.errors import ConfigError
+from aead.store import shared as shared_models
+from aead.store.cache import ModelCache
 
 log = logging.getLogger("aead")
 

@@ -40,7 +40,7 @@ CACHE_FORMAT = 2
 NOT_TRAINING = ("verbose", "kfold")  # trainer keys that do not change the trained weights
 # The modules whose code shapes a trained model: the builders, the training loop and its
 # callbacks, the losses. Their code is part of the key, so that an edit retrains.
-TRAINING_CODE = ("aead.models", "aead.training", "aead.losses")
+TRAINING_CODE = ("aead.detectors.models", "aead.detectors.training", "aead.detectors.losses")
 
 
 @functools.cache

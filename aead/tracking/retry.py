@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aead import lifecycle
+from aead.tracking import lifecycle
 
 RETRY_SECONDS = 60.0
 
