@@ -161,7 +161,7 @@ def score_images(cfg, detector, score: Score, splits: Splits, tracker, store) ->
     """Fits the score on the normal validation images and scores them and the test images."""
     lifecycle.set_stage("scoring")
     val_out = detector.errors(detector.validation_images_)
-    test_out = detector.errors(splits.x_test)
+    test_out = detector.errors(splits.x_test, splits.test_train_index)
     # per-pixel maps of every image: for a score that reads them and for masks
     val_maps = test_maps = None
     if detector.has_maps and (score.needs_maps or splits.test_masks is not None):

@@ -96,6 +96,11 @@ def test_pyod_knn_on_pixels_is_the_mean_distance_to_the_nearest_training_images(
     # 0.15: nearest 0.1 and 0.2 -> 0.05; 0.6: nearest 0.9 and 0.3 -> 0.3
     np.testing.assert_allclose(detector.errors(query).errors, [0.05, 0.3], atol=1e-6)
     assert detector.obtained_.source == "trained" and detector.maps(query) is None
+    # a test image that is a training image (scenario=contaminated) is not its own neighbour
+    # (scored as new images, each is at distance 0 from itself: (0 + nearest other) / 2)
+    np.testing.assert_allclose(detector.errors(train).errors, [0.05] * 4 + [0.3], atol=1e-6)
+    as_training = detector.errors(train, train_index=np.arange(5)).errors
+    np.testing.assert_allclose(as_training, [0.15, 0.1, 0.1, 0.15, 0.65], atol=1e-6)
 
 
 @pytest.fixture(scope="module")

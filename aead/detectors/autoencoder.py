@@ -57,7 +57,7 @@ class AutoencoderDetector(Detector):
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         return predict(self.model_, images, self.batch_size_)
 
-    def errors(self, images: np.ndarray) -> Evaluated:
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         reconstructions = self.reconstruct(images)
         return Evaluated(score_images(images, reconstructions, self.error_name), reconstructions)
 

@@ -106,7 +106,7 @@ class Detector:
     def fit(self, data: TrainingData, training: Training) -> None:
         raise NotImplementedError
 
-    def errors(self, images: np.ndarray) -> Evaluated:
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         raise NotImplementedError
 
     def maps(self, images: np.ndarray, reconstructions: np.ndarray | None = None):
@@ -184,8 +184,8 @@ class ErrorsOf:
     def __init__(self, detector: Detector):
         self.detector = detector
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.detector.errors(images).errors
+    def __call__(self, images: np.ndarray, train_index=None) -> np.ndarray:
+        return self.detector.errors(images, train_index).errors
 
 
 class EncoderOf:

@@ -76,7 +76,7 @@ class ClassifierDetector(Detector):
         x_val, y_val = split[2], split[3]
         self._set_images(None, x_val[y_val == 0])  # normal validation images
 
-    def errors(self, images: np.ndarray) -> Evaluated:
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         return Evaluated(predict_probability(self.model_, images, self.batch_size_))
 
     def keras_model(self):

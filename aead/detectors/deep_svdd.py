@@ -122,7 +122,7 @@ class DeepSvddDetector(Detector):
         self.batch_size_ = training.batch_size
         self._set_images(data.x_train, data.x_val)
 
-    def errors(self, images: np.ndarray) -> Evaluated:
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         offsets = np.asarray(predict(self.model_, images, self.batch_size_), np.float64)
         return Evaluated((offsets**2).mean(axis=1))
 

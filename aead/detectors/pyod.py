@@ -135,9 +135,15 @@ class PyodDetector(Detector):
             return np.asarray(codes, np.float64).reshape(len(images), -1)
         return np.asarray(images, np.float32).reshape(len(images), -1)
 
-    def errors(self, images: np.ndarray) -> Evaluated:
-        scores = self.model_.decision_function(self._features(images))
-        return Evaluated(np.asarray(scores, np.float64))
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
+        scores = np.asarray(self.model_.decision_function(self._features(images)), np.float64)
+        if train_index is not None:
+            # a training image is scored as PyOD scored it when fitting (kNN: its neighbours
+            # without itself), not at distance 0 from its own copy
+            index = np.asarray(train_index)
+            seen = index >= 0
+            scores[seen] = np.asarray(self.model_.decision_scores_, np.float64)[index[seen]]
+        return Evaluated(scores)
 
     def encoder(self):
         return self.autoencoder_.encoder() if self.autoencoder_ is not None else None

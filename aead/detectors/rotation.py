@@ -137,7 +137,7 @@ class TransformationDetector(Detector):
         self.batch_size_ = training.batch_size
         self._set_images(data.x_train, data.x_val)
 
-    def errors(self, images: np.ndarray) -> Evaluated:
+    def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         total = np.zeros(len(images), np.float64)
         for index, t in enumerate(self.transformations):
             p = predict(self.model_, transform(images, *t), self.batch_size_)[:, index]

@@ -503,7 +503,7 @@ class CompanionScore(Score):
     def _scored(self, scored: Scored) -> Scored:
         """The same images with the companion's errors (trained on the same images)."""
         # the run's maps are not the companion's: its inner score gets none
-        errors = self.companion.errors(scored.images)
+        errors = self.companion.errors(scored.images, train_index=scored.train_index)
         return Scored(scored.images, errors, scored.train_index)
 
     def __call__(self, scored: Scored) -> np.ndarray:
