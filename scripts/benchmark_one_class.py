@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="one_class_benchmark")
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(".", args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(
-        experiment_names=[args.experiment], filter_string="attributes.status = 'FINISHED'",
-        tracking_uri=uri, max_results=100_000,
-    )  # fmt: skip
+        experiment_names=[args.experiment],
+        filter_string="attributes.status = 'FINISHED'",
+        max_results=100_000,
+    )
     if runs.empty or not is_benchmark(runs):
         raise SystemExit(f"no finished one-class benchmark runs in {args.experiment} at {uri}")
     runs["cell"] = [

@@ -77,7 +77,7 @@ def build_transformation_classifier(cfg: Mapping, shape) -> keras.Model:
     x = inputs
     for n in filters:
         x = layers.Conv2D(int(n), 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)  # statistics that follow training
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
