@@ -139,8 +139,8 @@ def score_context(cfg: DictConfig, detector, tracker: Tracker, store: ModelStore
         loss = {"name": loss_name, "score": loss_name} if loss_name else None
         companion = build_detector(model_settings(model_name), loss)
         companion.fit(data, training)
-        tag = f"aead.companion.{model_name}_{loss_name}" if loss_name else model_name
-        tracker.set_tags(_source_tags(tag if loss_name else f"aead.companion.{tag}", companion))
+        tag = f"aead.companion.{model_name}" + (f"_{loss_name}" if loss_name else "")
+        tracker.set_tags(_source_tags(tag, companion))
         return Companion(ErrorsOf(companion), EncoderOf(companion))
 
     has_train = detector.normal_train_images_ is not None
