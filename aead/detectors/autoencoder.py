@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register, uncompiled
+from aead.detectors.base import Evaluated, KerasDetector, Training, TrainingData, register
 from aead.detectors.losses import require_fits, score_images
 from aead.detectors.models import Encoder, predict
 from aead.detectors.training import train_autoencoder
@@ -17,7 +17,7 @@ from aead.store.cache import training_key
 
 
 @register
-class AutoencoderDetector(Detector):
+class AutoencoderDetector(KerasDetector):
     kind = "autoencoder"
     uses_loss = True
     has_maps = True
@@ -49,10 +49,7 @@ class AutoencoderDetector(Detector):
                 seed=training.seed, callbacks=training.callbacks,
             )  # fmt: skip
 
-        self.obtained_ = training.store.obtain(key, fields, train)
-        self.model_ = self.obtained_.model
-        self.batch_size_ = training.batch_size
-        self._set_images(data.x_train, data.x_val)
+        self._obtain(training, key, fields, train, data.x_train, data.x_val)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         return predict(self.model_, images, self.batch_size_)
@@ -74,11 +71,3 @@ class AutoencoderDetector(Detector):
         data = TrainingData(perturb(self._train_images), perturb(self._validation_images))
         background.fit(data, training.without_callbacks())
         return background
-
-    def keras_model(self):
-        return self.model_
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["model_"] = uncompiled(self.model_)
-        return state

@@ -177,6 +177,28 @@ def uncompiled(model):
     return copy
 
 
+class KerasDetector(Detector):
+    """A detector whose fitted state is one trained Keras model (`model_`), obtained through
+    the model store."""
+
+    def _obtain(self, training: Training, key: str, fields: dict, train, train_images,
+                validation_images) -> None:  # fmt: skip
+        """The model stored under key, else train() -> (model, history); the images the
+        detector learned from (None: labels, not normal images) and its threshold's images."""
+        self.obtained_ = training.store.obtain(key, fields, train)
+        self.model_ = self.obtained_.model
+        self.batch_size_ = training.batch_size
+        self._set_images(train_images, validation_images)
+
+    def keras_model(self):
+        return self.model_
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["model_"] = uncompiled(self.model_)
+        return state
+
+
 class ErrorsOf:
     """images -> a fitted detector's errors; picklable (a closure is not), so that a score
     holding another detector (companion, background) deploys with it."""

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 
 from aead.detectors.base import (
-    Detector,
     Evaluated,
     FitReport,
+    KerasDetector,
     Training,
     TrainingData,
     register,
-    uncompiled,
 )
 from aead.detectors.training import (
     classifier_split,
@@ -31,7 +30,7 @@ TRAINING_LOSS = "binary_crossentropy"  # it learns labels; the `loss` group does
 
 
 @register
-class ClassifierDetector(Detector):
+class ClassifierDetector(KerasDetector):
     kind = "classifier"
     supports_kfold = True
 
@@ -70,22 +69,12 @@ class ClassifierDetector(Detector):
                 callbacks=training.callbacks,
             )  # fmt: skip
 
-        self.obtained_ = training.store.obtain(key, fields, train)
-        self.model_ = self.obtained_.model
-        self.batch_size_ = training.batch_size
         x_val, y_val = split[2], split[3]
-        self._set_images(None, x_val[y_val == 0])  # normal validation images
+        # it learned labels, not normal images; its threshold: the normal validation images
+        self._obtain(training, key, fields, train, None, x_val[y_val == 0])
 
     def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         return Evaluated(predict_probability(self.model_, images, self.batch_size_))
-
-    def keras_model(self):
-        return self.model_
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["model_"] = uncompiled(self.model_)
-        return state
 
 
 def _kfold_report(folds: list[dict]) -> FitReport:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register, uncompiled
+from aead.detectors.base import Evaluated, KerasDetector, Training, TrainingData, register
 from aead.detectors.models import predict
 from aead.detectors.training import compile_model, fit_model, seeded_model
 from aead.errors import ConfigError
@@ -92,7 +92,7 @@ def train_deep_svdd(cfg: Mapping, trainer: Mapping, x_train, x_val, *, seed: int
 
 
 @register
-class DeepSvddDetector(Detector):
+class DeepSvddDetector(KerasDetector):
     kind = "deep_svdd"
     SETTINGS = ("filters", "rep_dim", "kernel_size", "weight_decay", "eps")
     code_modules = (*TRAINING_CODE, "aead.detectors.deep_svdd")
@@ -117,19 +117,8 @@ class DeepSvddDetector(Detector):
                 seed=training.seed, callbacks=training.callbacks,
             )  # fmt: skip
 
-        self.obtained_ = training.store.obtain(key, fields, train)
-        self.model_ = self.obtained_.model
-        self.batch_size_ = training.batch_size
-        self._set_images(data.x_train, data.x_val)
+        self._obtain(training, key, fields, train, data.x_train, data.x_val)
 
     def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         offsets = np.asarray(predict(self.model_, images, self.batch_size_), np.float64)
         return Evaluated((offsets**2).mean(axis=1))
-
-    def keras_model(self):
-        return self.model_
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["model_"] = uncompiled(self.model_)
-        return state

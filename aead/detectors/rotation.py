@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register, uncompiled
+from aead.detectors.base import Evaluated, KerasDetector, Training, TrainingData, register
 from aead.detectors.models import predict
 from aead.detectors.training import compile_model, fit_model, seeded_model
 from aead.errors import ConfigError
@@ -88,7 +88,7 @@ def build_transformation_classifier(cfg: Mapping, shape) -> keras.Model:
 
 
 @register
-class TransformationDetector(Detector):
+class TransformationDetector(KerasDetector):
     kind = "transformations"
     SETTINGS = ("rotations", "flips", "shift", "filters", "dense_units")
     code_modules = (*TRAINING_CODE, "aead.detectors.rotation")
@@ -132,10 +132,7 @@ class TransformationDetector(Detector):
             )  # fmt: skip
             return fit_model(model, x, y, val, training.trainer, training.callbacks)
 
-        self.obtained_ = training.store.obtain(key, fields, train)
-        self.model_ = self.obtained_.model
-        self.batch_size_ = training.batch_size
-        self._set_images(data.x_train, data.x_val)
+        self._obtain(training, key, fields, train, data.x_train, data.x_val)
 
     def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         total = np.zeros(len(images), np.float64)
@@ -143,11 +140,3 @@ class TransformationDetector(Detector):
             p = predict(self.model_, transform(images, *t), self.batch_size_)[:, index]
             total -= np.log(np.maximum(np.asarray(p, np.float64), 1e-12))
         return Evaluated(total)
-
-    def keras_model(self):
-        return self.model_
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["model_"] = uncompiled(self.model_)
-        return state
