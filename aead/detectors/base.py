@@ -152,19 +152,17 @@ class Detector:
         """The trained Keras model, logged with mlflow.keras (None: not a Keras detector)."""
         return None
 
-    @property
-    def image_shape_(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in self._validation_images.shape[1:])
-
     def __getstate__(self) -> dict:
         # what a run held only to fit is not part of the deployable state
         state = dict(self.__dict__)
         state["_train_images"] = None
-        state["_validation_images"] = state.get("_validation_images", np.zeros(0))[:1]
+        state["_validation_images"] = None
         return state
 
     def _set_images(self, train: np.ndarray | None, validation: np.ndarray) -> None:
         self._train_images, self._validation_images = train, validation
+        # the shape of the images it takes (H, W, C): what the deployed detector checks
+        self.image_shape_ = tuple(int(n) for n in validation.shape[1:])
 
 
 def uncompiled(model):
