@@ -150,6 +150,10 @@ RULES: dict[str, Rule] = {
     "model.weight_decay": number(0),
     "model.eps": number(0, low_open=True),
     "model.shift": integer(0),
+    "model.min_std": number(0, low_open=True),
+    "model.patch": integer(1),
+    "model.stride": integer(1),
+    "model.bank_size": integer(1),
     # PyOD's settings (model.params) that aead's configs set; PyOD checks the rest itself
     "model.params.n_neighbors": integer(1),
     "model.params.n_estimators": integer(1),

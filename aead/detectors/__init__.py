@@ -4,12 +4,20 @@
 - `classifier` (classifier.py): the supervised CNN with class weights, K-fold;
 - `pyod` (pyod.py): kNN, PCA, Isolation Forest, OC-SVM, ECOD on pixels or AE codes;
 - `deep_svdd` (deep_svdd.py): Deep SVDD, one-class objective;
-- `transformations` (rotation.py): rotation / transformation prediction.
+- `transformations` (rotation.py): rotation / transformation prediction;
+- `golden_template`, `patch_nn` (templates.py): per-pixel baselines that need no training.
 """
 
 from collections.abc import Mapping
 
-from aead.detectors import autoencoder, classifier, deep_svdd, pyod, rotation  # noqa: F401
+from aead.detectors import (  # noqa: F401
+    autoencoder,
+    classifier,
+    deep_svdd,
+    pyod,
+    rotation,
+    templates,
+)
 from aead.detectors.base import (
     DETECTORS,
     Detector,
