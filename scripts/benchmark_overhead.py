@@ -32,8 +32,8 @@ PLAIN = textwrap.dedent(
     from aead.detectors.models import build_model, model_settings
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    train = load_dataset("mnist", "train").images
-    images = train[rng.choice(len(train), {TRAIN_LIMIT}, replace=False)]
+    train = load_dataset("mnist", "train").images  # uint8, as aead keeps images
+    images = train[rng.choice(len(train), {TRAIN_LIMIT}, replace=False)].astype("float32") / 255
     x_train, x_val = images[{TRAIN_LIMIT // 10}:], images[:{TRAIN_LIMIT // 10}]
     model = build_model(model_settings("conv"))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
@@ -41,7 +41,7 @@ PLAIN = textwrap.dedent(
               batch_size={BATCH}, shuffle=True, verbose=0)
     normal = load_dataset("mnist", "test").images
     anomaly = load_dataset("fashion_mnist", "test").images
-    x_test = np.concatenate([normal, anomaly])
+    x_test = np.concatenate([normal, anomaly]).astype("float32") / 255
     labels = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
     reconstructions = model.predict(x_test, batch_size={BATCH}, verbose=0)
     errors = keras.losses.binary_crossentropy(x_test, reconstructions).numpy().mean(axis=(1, 2))

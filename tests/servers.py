@@ -199,7 +199,9 @@ def ray_head(num_cpus: int = 2) -> Iterator[str]:
     Ray on the machine)."""
     folder = Path(tempfile.mkdtemp(prefix="aead-ray-"))
     port = free_port()
-    env = {**os.environ, **RAY_ENV}
+    # Ray starts its workers at nice 15: beside the suite's other tests (or a CPU burner) its
+    # jobs would get the CPU only when nothing else wants it; here they compete as equals
+    env = {**os.environ, **RAY_ENV, "RAY_worker_niceness": "0"}
     command = [
         str(BIN / "ray"), "start", "--head", f"--num-cpus={num_cpus}", "--num-gpus=0",
         "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose
 from mlflow import MlflowClient
@@ -52,13 +53,53 @@ def test_launcher_configs_compose():
     assert slurm.signal_delay_s == 120  # a field the file leaves out comes from the plugin
 
 
+def test_a_job_whose_ray_worker_died_is_lost_alone(tmp_path, monkeypatch):
+    """What the Ray launcher does with a job whose worker died: its RUNNING run ends KILLED,
+    its job record says why, and the sweep's summary lists it with the failed jobs."""
+    import mlflow
+    from omegaconf import open_dict
+    from ray.exceptions import WorkerCrashedError
+
+    from aead import sweeps
+    from hydra_plugins.aead_hydra.ray_launcher import lost_job
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = ["seed=3", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    with hydra_config():
+        config = compose("config", overrides, return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.job.num, config.hydra.overrides.task = 1, ["seed=3"]
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(config.experiment_name).experiment_id
+    client = MlflowClient(uri)
+    job_run = client.create_run(experiment, tags={"sweep_id": "sweep", "sweep_job": "1"})
+    other = client.create_run(experiment, tags={"sweep_id": "sweep", "sweep_job": "0"})
+    monkeypatch.chdir(tmp_path)
+    callback = sweeps.SweepCallback()
+    callback.started = 0.0
+
+    returned = lost_job(config, WorkerCrashedError())
+
+    assert np.isnan(returned.return_value)  # a completed job to Hydra: the sweep goes on
+    reason = client.get_run(job_run.info.run_id).data.tags["aead.end_reason"]
+    assert reason.startswith("lost: Ray worker died (WorkerCrashedError: The worker died")
+    assert client.get_run(job_run.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another job's run
+    record = json.loads((tmp_path / "sweep" / "1" / sweeps.JOB_RECORD).read_text())
+    assert record == {"job": 1, "overrides": ["seed=3"], "status": "KILLED", "reason": reason,
+                      "run_id": job_run.info.run_id, "time": record["time"]}  # fmt: skip
+    client.set_terminated(other.info.run_id)
+    callback.on_multirun_end(config)
+    assert [(r["job"], r["status"]) for r in sweeps.failed_jobs()] == [(1, "KILLED")]
+
+
 @pytest.mark.slow
 def test_joblib_sweep_against_mlflow_server_on_postgresql(tmp_path):
-    """4 jobs (2 models x 2 thresholds) in parallel, tracked by `mlflow server` on PostgreSQL
+    """4 jobs (2 models x 2 thresholds), 2 at a time, tracked by `mlflow server` on PostgreSQL
     with proxied artifacts: 4 FINISHED runs, each model trained once, read back over REST."""
     with servers.postgres() as database, servers.mlflow_server(tmp_path, database) as base:
         _sweep(
-            tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "loss=bce,mse",
+            tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=bce,mse",
             "threshold=zscore,percentile", "experiment_name=pg", f"cache.dir={tmp_path / 'cache'}",
             env={"MLFLOW_TRACKING_URI": base},
         )  # fmt: skip
@@ -92,7 +133,8 @@ def test_joblib_sweep_against_mlflow_server_on_postgresql(tmp_path):
 def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
     """A local Ray head, 2 jobs (two thresholds of one model) as Ray tasks, each job with a
     local cache of its own, as on two machines: one trains, the other finds its model on the
-    server. Then a sweep stopped with SIGTERM mid-training: its runs end KILLED, not RUNNING."""
+    server. Then a 2-job sweep mid-training: one job's Ray worker SIGKILLed (its run ends
+    KILLED, lost), then the sweep stopped with SIGTERM: no run is left RUNNING."""
     with servers.ray_head(num_cpus=2) as address, servers.mlflow_server(tmp_path) as base:
         env = {"RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": base, **servers.RAY_ENV}
         done = _sweep(
@@ -102,10 +144,7 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
         assert "Connected to Ray cluster" in done.stdout + done.stderr
         client = MlflowClient(base)
         runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id])
-        code, elapsed, stopped = _stop_ray_sweep_mid_training(tmp_path, env, client)
-        logged = {
-            r.info.run_id: client.get_metric_history(r.info.run_id, "val_loss") for r in stopped
-        }
+        kill_and_stop_ray_sweep(tmp_path, env, client)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     by_source = {r.data.tags["aead.model_source"]: r for r in runs}
     assert set(by_source) == {"trained", "reused"}
@@ -115,41 +154,45 @@ def test_ray_sweep_finds_the_model_through_the_tracking_server(tmp_path):
     assert reused.data.metrics["roc_auc"] == pytest.approx(trained.data.metrics["roc_auc"])
     assert (tmp_path / "cache-0").is_dir() and (tmp_path / "cache-1").is_dir()
 
-    assert code == 143 and elapsed < 10, (code, elapsed)
-    assert stopped and {r.info.status for r in stopped} == {"KILLED"}
-    # Ray cancels the tasks: a KeyboardInterrupt in each job, named with the job's stage; the
-    # job that had logged an epoch was stopped in training, at that epoch or a later one
-    reasons = {r.info.run_id: r.data.tags["aead.end_reason"] for r in stopped}
-    assert all(re.fullmatch(r"SIGINT during [a-z -]+(, epoch \d+)?", v) for v in reasons.values())
-    for r in stopped:
-        epochs = len(logged[r.info.run_id])
-        if epochs:
-            epoch = re.fullmatch(r"SIGINT during training, epoch (\d+)", reasons[r.info.run_id])
-            assert epoch and int(epoch.group(1)) >= epochs, reasons[r.info.run_id]
 
-
-def _stop_ray_sweep_mid_training(tmp_path, env, client):
-    """Starts a long 2-job Ray sweep, sends SIGTERM once an epoch is logged; returns the exit
-    code, the seconds it took to exit and the sweep's runs as the server has them then."""
+def kill_and_stop_ray_sweep(folder: Path, env: dict, client, name: str = "ray-stopped") -> None:
+    """A long 2-job Ray sweep (experiment `name`, sweep folder folder/name): once both jobs
+    run and job 0 has logged an epoch, job 0's Ray worker is SIGKILLed; once the launcher has
+    ended that run, the sweep gets SIGTERM. Asserts that no run is left RUNNING: the killed
+    job's run is KILLED as lost, the other's KILLED by the signal, within 10 s. Also run 20
+    times under load by scripts/stress_ray_stop.py."""
     command = [
         sys.executable, "-m", "aead.run", "-m", *QUICK, "trainer.epochs=500",
-        "hydra/launcher=ray", "seed=0,1", "experiment_name=ray-stopped",
-        f"hydra.sweep.dir={tmp_path / 'stopped'}", f"cache.dir={tmp_path / 'cache'}",
+        "hydra/launcher=ray", "seed=0,1", f"experiment_name={name}",
+        f"hydra.sweep.dir={folder / name}", f"cache.dir={folder / name}-cache",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env={**os.environ, **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
+    log = folder / f"{name}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, cwd=folder, env={**os.environ, **env}, stdout=output, stderr=output
+        )
+
+    def runs():
+        experiment = client.get_experiment_by_name(name)
+        found = client.search_runs([experiment.experiment_id]) if experiment else []
+        return {int(r.data.tags["sweep_job"]): r for r in found if "sweep_job" in r.data.tags}
+
+    def wait_for(condition, what, timeout=120):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            experiment = client.get_experiment_by_name("ray-stopped")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if any("val_loss" in r.data.metrics for r in runs):
-                break
+            if found := condition():
+                return found
             time.sleep(0.5)
-        else:
-            pytest.fail("the stopped sweep never logged an epoch")
+        raise AssertionError(f"the sweep never got there: {what}\n{log.read_text()[-3000:]}")
+
+    def both_started():
+        jobs = runs()
+        return jobs if jobs.keys() == {0, 1} and "val_loss" in jobs[0].data.metrics else None
+
+    try:
+        killed = wait_for(both_started, "both jobs running, job 0 with an epoch logged")[0]
+        os.kill(int(killed.data.tags["aead.pid"]), signal.SIGKILL)  # job 0's Ray worker
+        wait_for(lambda: runs()[0].info.status != "RUNNING", "the killed job's run ended", 60)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
@@ -157,7 +200,25 @@ def _stop_ray_sweep_mid_training(tmp_path, env, client):
     finally:
         if process.poll() is None:
             process.kill()
-    return code, elapsed, client.search_runs([experiment.experiment_id])
+    ended = runs()
+    killed, stopped = ended.pop(0), list(ended.values())
+
+    # the job whose worker was SIGKILLed: lost, its run ended by the launcher at once
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["aead.end_reason"].startswith("lost: Ray worker died (")
+    record = json.loads((folder / name / "0" / "aead_job.json").read_text())
+    assert (record["status"], record["run_id"]) == ("KILLED", killed.info.run_id)
+    assert code == 143 and elapsed < 10, (code, elapsed)
+    assert stopped and {r.info.status for r in stopped} == {"KILLED"}
+    # Ray cancels the tasks: a KeyboardInterrupt in each job, named with the job's stage; a
+    # job that had logged an epoch was stopped in training, at that epoch or a later one
+    for run in stopped:
+        reason = run.data.tags["aead.end_reason"]
+        assert re.fullmatch(r"SIGINT during [a-z -]+(, epoch \d+)?", reason), reason
+        epochs = len(client.get_metric_history(run.info.run_id, "val_loss"))
+        if epochs:
+            epoch = re.fullmatch(r"SIGINT during training, epoch (\d+)", reason)
+            assert epoch and int(epoch.group(1)) >= epochs, reason
 
 
 @pytest.mark.slow

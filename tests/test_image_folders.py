@@ -4,6 +4,7 @@ small slice of the real CIFAR-10 JPEG folders."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -426,3 +427,25 @@ def test_colour_detector_scores_as_the_run_did(make_config, tmp_path, colour_fol
     expected = pixel_maps(x, keras_model.predict(x, verbose=0), "bce", sigma=1.0)
     np.testing.assert_allclose(np.array(with_maps["map"].tolist()), expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(with_maps["score"], logged["score"][:3], rtol=1e-4, atol=1e-6)
+
+    # served over REST, as a user deploys it: colour images as nested lists of 0-255 ints
+    from tests import servers
+
+    port = servers.free_port()
+    command = [
+        str(servers.BIN / "mlflow"), "models", "serve", "-m", f"runs:/{result.run_id}/detector",
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": result.tracking_uri}
+    with servers.serving(command, port, "/ping", tmp_path / "serve.log", env=env) as base:
+        answer = servers.http_post(base, "/invocations", {"inputs": images[:4].tolist()})
+        mapped = servers.http_post(
+            base, "/invocations", {"inputs": images[:2].tolist(), "params": {"maps": True}}
+        )
+    served = answer["predictions"]
+    np.testing.assert_allclose(
+        [p["score"] for p in served], logged["score"][:4], rtol=1e-4, atol=1e-6
+    )
+    assert [p["is_anomaly"] for p in served] == logged["predicted"][:4].astype(bool).tolist()
+    served_maps = np.array([p["map"] for p in mapped["predictions"]])
+    np.testing.assert_allclose(served_maps, expected[:2], rtol=1e-4, atol=1e-6)

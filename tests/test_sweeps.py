@@ -199,26 +199,33 @@ def test_joblib_sweep_on_a_fresh_store_trains_once(tmp_path):
     assert set(runs["tags.aead.tf_threads"]) == {str(max(1, (os.cpu_count() or 1) // 2))}
 
 
-def _store_entry(root: str, key: str, barrier, queue) -> None:
-    """In a fresh process: build a small model and store it under `key`; each writer has its
-    complete entry staged before either publishes (the barrier), so that the two collide."""
+ROUNDS = 3  # the same key again: an entry is there, and stays sound
+
+
+def _store_entry(root: str, key: str, publishing, rounds, queue) -> None:
+    """In a fresh process: build a small model and store it under `key`, ROUNDS times; in each
+    round both writers have their complete entry staged before either publishes (the barrier
+    `publishing`), so that the two collide, and wait for the test to read the entry (`rounds`)
+    before the next."""
     from aead.detectors.models import build_model
     from aead.store.cache import ModelCache
 
     publish = ModelCache.publish
 
     def publish_together(self, key, staging):
-        barrier.wait(timeout=120)
+        publishing.wait(timeout=120)
         return publish(self, key, staging)
 
     ModelCache.publish = publish_together
     model = build_model({"name": "dense", "units": [8], "kind": "autoencoder"})
     run_id = f"run-{os.getpid()}"
-    try:
-        ModelCache(root).store(key, {"k": key}, model, {"val_loss": [1.0]}, run_id)
-        queue.put(("ok", run_id))
-    except Exception as exc:  # reported to the test, which fails with it
-        queue.put((f"{type(exc).__name__}: {exc}", run_id))
+    for _ in range(ROUNDS):
+        try:
+            ModelCache(root).store(key, {"k": key}, model, {"val_loss": [1.0]}, run_id)
+            queue.put(("ok", run_id))
+        except Exception as exc:  # reported to the test, which fails with it
+            queue.put((f"{type(exc).__name__}: {exc}", run_id))
+        rounds.wait(timeout=180)
 
 
 @pytest.mark.slow
@@ -230,24 +237,29 @@ def test_two_processes_storing_one_cache_key_both_succeed(tmp_path):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     key = "ab" * 32
+    publishing, rounds = context.Barrier(2), context.Barrier(3)  # rounds: this test too
+    workers = [
+        context.Process(target=_store_entry, args=(str(tmp_path), key, publishing, rounds, queue))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
     kept = None
-    for attempt in range(3):  # the same key again: an entry is there, and stays sound
-        barrier = context.Barrier(2)
-        workers = [
-            context.Process(target=_store_entry, args=(str(tmp_path), key, barrier, queue))
-            for _ in range(2)
-        ]
+    try:
+        for round_ in range(ROUNDS):
+            results = [queue.get(timeout=180) for _ in workers]
+            assert [outcome for outcome, _ in results] == ["ok", "ok"], f"round {round_}"
+            cached, reason = ModelCache(tmp_path).load(key)
+            assert cached is not None, reason
+            # one writer's entry is published whole, the other's discarded
+            writers = {run_id for _, run_id in results}
+            assert cached.trained_by_run in (writers if kept is None else {kept})
+            kept = cached.trained_by_run
+            rounds.wait(timeout=60)
+    finally:
         for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=180)
-        results = [queue.get(timeout=5) for _ in workers]
-        assert [outcome for outcome, _ in results] == ["ok", "ok"], f"round {attempt}"
-        cached, reason = ModelCache(tmp_path).load(key)
-        assert cached is not None, reason
-        # one writer's entry is published whole, the other's discarded
-        writers = {run_id for _, run_id in results}
-        assert cached.trained_by_run in writers if kept is None else cached.trained_by_run == kept
-        kept = cached.trained_by_run
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.kill()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".staging", ".trash"))]
     assert leftovers == []

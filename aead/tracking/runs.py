@@ -397,6 +397,28 @@ def sweep_job_records(
     return records
 
 
+def end_job_runs(
+    tracking_uri: str, experiment_name: str, sweep_id: str, job_num: int, reason: str
+) -> list[str]:
+    """Ends KILLED (with `aead.end_reason` = reason) the RUNNING runs of one job of a sweep:
+    for a launcher that knows the job's process is gone (a Ray worker that died), sooner than
+    the run's heartbeat would tell. Returns their run ids."""
+    client = MlflowClient(tracking_uri)
+    experiment = retrying(client.get_experiment_by_name, experiment_name)
+    if experiment is None:
+        return []
+    runs = retrying(
+        client.search_runs,
+        [experiment.experiment_id],
+        f"tags.sweep_id = '{sweep_id}' and tags.sweep_job = '{job_num}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        retrying(client.set_tag, run.info.run_id, "aead.end_reason", reason)
+        retrying(client.set_terminated, run.info.run_id, "KILLED")
+    return [run.info.run_id for run in runs]
+
+
 def finished_job_run(
     tracking_uri: str, experiment_name: str, sweep_id: str, config_hash: str
 ) -> dict | None:
