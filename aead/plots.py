@@ -165,6 +165,40 @@ def anomaly_maps(
     return fig
 
 
+def maps_by_variant(
+    images: np.ndarray, rows: dict[str, np.ndarray], masks: np.ndarray | None = None,
+    captions: list[str] | None = None, title: str = "Anomaly maps per variant",
+) -> plt.Figure:  # fmt: skip
+    """The same test images (top row, the mask's outline where masks exist) and, below, each
+    variant's map of them overlaid on the image, one colour scale per variant (its own
+    maximum: variants' errors are not on one scale)."""
+    n = max(1, len(images))
+    fig, axes = plt.subplots(
+        1 + len(rows), n, figsize=(1.4 * n + 2.2, 1.45 * (1 + len(rows)) + 0.5), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    pictures = [image.squeeze() for image in images]
+    gray = {"cmap": "gray", "vmin": 0, "vmax": 255} if images.dtype == np.uint8 else {}
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for r, (label, maps) in enumerate([("image", None), *rows.items()]):
+        axes[r, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+        top = float(np.max(maps)) if maps is not None and maps.size else 1.0
+        for c, picture in enumerate(pictures):
+            axes[r, c].imshow(picture, **(gray if picture.ndim == 2 else {}))
+            if maps is not None:
+                axes[r, c].imshow(
+                    maps[c].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=top or 1.0
+                )
+            if masks is not None and masks[c].any():
+                axes[r, c].contour(masks[c], levels=[0.5], colors="white", linewidths=0.6)
+            if r == 0 and captions:
+                axes[r, c].set_title(captions[c], fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def training_curves(history: dict[str, list[float]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, values in history.items():

@@ -136,7 +136,9 @@ def postgres() -> Iterator[str]:
     if os.geteuid() == 0:
         account = pwd.getpwnam("postgres")
         os.chown(folder, account.pw_uid, account.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        # util-linux's runuser sits in /usr/sbin, which a non-login root shell's PATH may lack
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+        as_user = [runuser or "runuser", "-u", "postgres", "--"]
     data, port = folder / "data", free_port()
 
     def run(*command: str) -> None:

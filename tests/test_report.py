@@ -102,6 +102,42 @@ def test_report_table_holds_the_logged_values(sweep, capsys):
                             shallow=False)[1:] == ([], [])  # fmt: skip
 
 
+@pytest.mark.slow
+def test_report_shows_each_variants_maps_of_the_same_test_images(sweep):
+    import matplotlib.image
+    import numpy as np
+
+    from aead.tracking.runs import download_artifact
+
+    root, uri, ids = sweep
+    samples = {}
+    for key, run_id in ids.items():
+        path = download_artifact(uri, run_id, "maps/sample.npz", root / "samples" / run_id)
+        with np.load(path) as sample:
+            samples[key] = {k: sample[k] for k in sample.files}
+    first = samples[("bce", 0)]
+    # chosen from the test set alone: the first 5 anomalies and the first 2 normal images
+    assert first["labels"].tolist() == [1] * 5 + [0] * 2
+    assert first["maps"].shape == (7, 28, 28) and first["images"].shape == (7, 28, 28, 1)
+    for seed in (0, 1):  # both variants, one seed: the same images (data.test_limit draws
+        bce, mse = samples[("bce", seed)], samples[("mse", seed)]  # its slice with the seed)
+        assert np.array_equal(bce["index"], mse["index"])
+        assert np.array_equal(bce["images"], mse["images"])
+    assert not np.array_equal(samples[("bce", 0)]["maps"], samples[("mse", 0)]["maps"])
+
+    out = root / "report-maps"
+    write_report(uri, sweep_id=SWEEP, out_dir=out)
+    markdown = (out / "report.md").read_text()
+    shown = [line for line in markdown.splitlines() if line.startswith("![anomaly maps")]
+    assert len(shown) == 1 and shown[0].endswith("(images/maps_01.png)")  # one shared image set
+    assert sorted(shown[0][len("![anomaly maps: ") : shown[0].index("]")].split(", ")) == [
+        "loss.name=bce", "loss.name=mse"]  # fmt: skip
+    assert "images/maps_01.png" in (out / "report.html").read_text()
+    figure = matplotlib.image.imread(out / "images" / "maps_01.png")
+    assert len(np.unique(figure.reshape(-1, figure.shape[-1]), axis=0)) > 10  # drawn, not blank
+    assert figure.shape[0] > 3 * 100  # the image row and one row per variant
+
+
 def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -138,7 +174,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
             "return Array.from(document.images).map(i => [i.getAttribute('src'),"
             " i.complete && i.naturalWidth > 0]);"
         )
-        assert len(images) == 3  # one ROC overlay + two histograms
+        assert len(images) == 4  # one ROC overlay + two histograms + the variants' maps
         assert all(loaded for _, loaded in images), images
         assert "run failed" in driver.find_element(By.ID, "problems").text
         shot = tmp_path / "report.png"

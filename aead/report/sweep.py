@@ -22,6 +22,7 @@ from sklearn.metrics import roc_curve
 
 from aead import plots
 from aead.report import one_class
+from aead.tracking.artifacts import MAP_SAMPLE
 from aead.tracking.runs import (
     download_artifact,
     run_url,
@@ -260,6 +261,55 @@ def write_figures(
     return images
 
 
+MAX_MAP_ROWS = 12  # variants per maps figure
+
+
+def write_map_figures(
+    tracking_uri: str, table: pd.DataFrame, variants: list[str], out_dir: Path
+) -> list[tuple[str, str]]:
+    """One figure per set of test images that variants share (their runs' maps/sample.npz):
+    the images on top, each variant's maps of the same images below. Variants whose runs saw
+    other test images (another category, another scenario) get a figure of their own."""
+    import hashlib
+
+    by_images: dict[str, dict] = {}  # digest of the sample images -> images, masks, rows
+    with tempfile.TemporaryDirectory(prefix="aead-report-maps-") as tmp:
+        for i, (_, row) in enumerate(table.iterrows(), start=1):
+            _progress(i, len(table), "reading anomaly maps of variant")
+            label = _variant_label(row, variants)
+            for run_id in row["run_ids"]:
+                path = download_artifact(tracking_uri, run_id, MAP_SAMPLE, Path(tmp) / run_id)
+                if path is None:
+                    continue
+                with np.load(path) as sample:
+                    arrays = {k: sample[k] for k in sample.files}
+                digest = hashlib.sha1(arrays["images"].tobytes()).hexdigest()
+                group = by_images.setdefault(digest, {"arrays": arrays, "rows": {}})
+                group["rows"].setdefault(label, arrays["maps"])
+    figures, shown = [], set()
+    # the image sets most variants share first; a set adds a figure only for new variants
+    for n, group in enumerate(sorted(by_images.values(), key=lambda g: -len(g["rows"])), 1):
+        if set(group["rows"]) <= shown:
+            continue
+        shown |= set(group["rows"])
+        arrays, rows = group["arrays"], dict(list(group["rows"].items())[:MAX_MAP_ROWS])
+        captions = [
+            f"#{i}{' anomaly' if y else ' normal'}"
+            for i, y in zip(arrays["index"], arrays["labels"], strict=True)
+        ]
+        images = arrays["images"]
+        figure = plots.maps_by_variant(
+            images[..., 0] if images.shape[-1] == 1 else images, rows, arrays.get("masks"),
+            captions, f"Anomaly maps of the same test images ({len(rows)} variants)",
+        )  # fmt: skip
+        name = f"images/maps_{n:02d}.png"
+        (out_dir / "images").mkdir(parents=True, exist_ok=True)
+        figure.savefig(out_dir / name, dpi=100, metadata={"Software": None})
+        plots.close(figure)
+        figures.append((name, ", ".join(rows)))
+    return figures
+
+
 TABLE_HEADERS = [
     "variant", "runs", "ROC-AUC", "AP", "accuracy", "precision", "recall", "F1",
     "threshold lower", "threshold upper", "MLflow runs",
@@ -289,7 +339,7 @@ def _table_cells(row: pd.Series, variants: list[str], pixels: bool = False) -> l
 
 
 def render_markdown(
-    sweep_id: str, table: pd.DataFrame, variants, issues: list[dict], extra: str = ""
+    sweep_id: str, table: pd.DataFrame, variants, issues: list[dict], extra: str = "", maps=()
 ) -> str:
     lines = [f"# Sweep `{sweep_id}`", ""]
     if extra:  # the one-class benchmark's table comes first: it is the sweep's headline
@@ -304,6 +354,10 @@ def render_markdown(
             lines.append("| " + " | ".join([*cells, ids]) + " |")
         lines.append("")
     lines += ["ROC-AUC and AP: mean ± sample std over seeds, as logged by each run.", ""]
+    if maps:
+        lines += ["## Anomaly maps", "", "The same test images for each variant; "
+                  "white: the ground-truth mask.", ""]  # fmt: skip
+        lines += [f"![anomaly maps: {caption}]({name})" for name, caption in maps] + [""]
     if issues:
         lines += ["## Failed or missing runs", ""]
         lines += [f"- {p['what']}: {p['config']} {p['run_id']}".rstrip() for p in issues]
@@ -367,6 +421,16 @@ def render_html(
                 f"<figcaption>{esc(caption)}</figcaption></figure>"
             )
         parts.append("</div>")
+    if images.get("maps"):
+        parts.append(
+            "<h2>Anomaly maps</h2><p>The same test images for each variant (one colour scale "
+            "per variant); white: the ground-truth mask.</p>"
+        )
+        for name, caption in images["maps"]:
+            parts.append(
+                f"<figure><img src='{name}' alt='anomaly maps'>"
+                f"<figcaption>{esc(caption)}</figcaption></figure>"
+            )
     parts.append("<h2>Failed or missing runs</h2>")
     if issues:
         parts.append("<ul id='problems'>")
@@ -408,7 +472,10 @@ def write_report(
     benchmark = one_class.write(runs, variants, out)  # None unless normal_class varies
     extra_md, extra_html = benchmark or ("", "")
     images = write_figures(tracking_uri, table, variants, out)
-    (out / "report.md").write_text(render_markdown(sweep_id, table, variants, issues, extra_md))
+    images["maps"] = write_map_figures(tracking_uri, table, variants, out)
+    (out / "report.md").write_text(
+        render_markdown(sweep_id, table, variants, issues, extra_md, images["maps"])
+    )
     (out / "report.html").write_text(
         render_html(sweep_id, tracking_uri, table, variants, images, issues, extra_html)
     )

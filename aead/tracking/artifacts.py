@@ -108,6 +108,33 @@ def log_maps(tracker, splits: Splits, detector, reconstructions, scores, sigma: 
     tracker.log_figure(
         plots.anomaly_maps(splits.x_test[shown], maps, captions, masks), "plots/anomaly_maps.png"
     )
+    # the same test images for every variant of a sweep (chosen from the test set alone), so
+    # that the sweep report can put the variants' maps side by side
+    sample = map_sample_indices(splits)
+    given = reconstructions[sample] if reconstructions is not None else None
+    arrays = {
+        "index": sample,
+        "labels": splits.y_test[sample].astype(np.uint8),
+        "images": np.round(splits.x_test[sample] * 255).astype(np.uint8),
+        "maps": smooth(detector.maps(splits.x_test[sample], given), sigma).astype(np.float16),
+        "scores": scores[sample],
+    }
+    if splits.test_masks is not None:
+        arrays["masks"] = splits.test_masks[sample].astype(np.uint8)
+    tracker.log_arrays(arrays, MAP_SAMPLE)
+
+
+MAP_SAMPLE = "maps/sample.npz"
+
+
+def map_sample_indices(splits: Splits, anomalies: int = 5, normals: int = 2) -> np.ndarray:
+    """Test images for the sweep report's maps figure, from the test set alone: the first
+    anomalies (with a defect in their mask, where masks exist) and the first normal ones."""
+    abnormal = splits.y_test == 1
+    if splits.test_masks is not None:
+        abnormal &= splits.test_masks.reshape(len(splits.test_masks), -1).any(axis=1)
+    chosen = [*np.flatnonzero(abnormal)[:anomalies], *np.flatnonzero(splits.y_test == 0)[:normals]]
+    return np.array(chosen, dtype=int)
 
 
 def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: float) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.models import infer_signature
@@ -276,6 +277,15 @@ class Tracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         retrying(mlflow.log_text, redact(text), artifact_file)
+
+    def log_arrays(self, arrays: Mapping[str, np.ndarray], artifact_file: str) -> None:
+        """Arrays as one compressed .npz artifact (numpy.load reads it back)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="aead-arrays-") as folder:
+            path = Path(folder) / Path(artifact_file).name
+            np.savez_compressed(path, **arrays)
+            retrying(mlflow.log_artifact, str(path), str(Path(artifact_file).parent or ""))
 
     def log_dataframe_csv(self, frame: pd.DataFrame, artifact_file: str) -> None:
         buffer = io.StringIO()
