@@ -375,21 +375,25 @@ def _process_gone(host: str | None, pid: str | None) -> bool:
     return False
 
 
+def _runs_of(tracking_uri: str, experiment_name: str, filter_string: str) -> list:
+    """The runs of the named experiment that match the filter (none if it does not exist)."""
+    client = MlflowClient(tracking_uri)
+    experiment = retrying(client.get_experiment_by_name, experiment_name)
+    if experiment is None:
+        return []
+    return retrying(client.search_runs, [experiment.experiment_id], filter_string)
+
+
 def sweep_job_records(
     tracking_uri: str, experiment_name: str, sweep_id: str, since: float
 ) -> list[dict]:
     """How each job of this sweep started since `since` (epoch seconds) ended, as the tracking
     store has it, in the form of aead.sweeps' job records: on a cluster, jobs that ran on other
     machines leave their record files there, but their runs here."""
-    client = MlflowClient(tracking_uri)
-    experiment = retrying(client.get_experiment_by_name, experiment_name)
-    if experiment is None:
-        return []
-    runs = retrying(
-        client.search_runs,
-        [experiment.experiment_id],
+    runs = _runs_of(
+        tracking_uri, experiment_name,
         f"tags.sweep_id = '{sweep_id}' and attributes.start_time >= {int(since * 1000)}",
-    )
+    )  # fmt: skip
     records = []
     for run in runs:
         tags = run.data.tags
@@ -414,15 +418,11 @@ def end_job_runs(
     for a launcher that knows the job's process is gone (a Ray worker that died), sooner than
     the run's heartbeat would tell. Returns their run ids."""
     client = MlflowClient(tracking_uri)
-    experiment = retrying(client.get_experiment_by_name, experiment_name)
-    if experiment is None:
-        return []
-    runs = retrying(
-        client.search_runs,
-        [experiment.experiment_id],
+    runs = _runs_of(
+        tracking_uri, experiment_name,
         f"tags.sweep_id = '{sweep_id}' and tags.sweep_job = '{job_num}' "
         "and attributes.status = 'RUNNING'",
-    )
+    )  # fmt: skip
     for run in runs:
         retrying(client.set_tag, run.info.run_id, "aead.end_reason", reason)
         retrying(client.set_terminated, run.info.run_id, "KILLED")
