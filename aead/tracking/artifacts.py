@@ -101,22 +101,23 @@ def log_maps(tracker, splits: Splits, detector, reconstructions, scores, sigma: 
     worst = np.argsort(-scores, kind="stable")
     worst = worst[~np.isin(worst, normal)][: n - len(normal)]
     shown = np.array([*worst, *normal], dtype=int)
-    given = reconstructions[shown] if reconstructions is not None else None
-    maps = smooth(detector.maps(splits.x_test[shown], given), sigma)
+    # and the same test images for every variant of a sweep (chosen from the test set alone),
+    # for the sweep report to put the variants' maps side by side; one maps call for both
+    sample = map_sample_indices(splits)
+    both = np.concatenate([shown, sample])
+    given = reconstructions[both] if reconstructions is not None else None
+    all_maps = smooth(detector.maps(splits.x_test[both], given), sigma)
+    maps, sample_maps = all_maps[: len(shown)], all_maps[len(shown) :]
     masks = splits.test_masks[shown] if splits.test_masks is not None else None
     captions = [f"{scores[i]:.4f}{' *' if splits.y_test[i] else ''}" for i in shown]
     tracker.log_figure(
         plots.anomaly_maps(splits.x_test[shown], maps, captions, masks), "plots/anomaly_maps.png"
     )
-    # the same test images for every variant of a sweep (chosen from the test set alone), so
-    # that the sweep report can put the variants' maps side by side
-    sample = map_sample_indices(splits)
-    given = reconstructions[sample] if reconstructions is not None else None
     arrays = {
         "index": sample,
         "labels": splits.y_test[sample].astype(np.uint8),
         "images": np.round(splits.x_test[sample] * 255).astype(np.uint8),
-        "maps": smooth(detector.maps(splits.x_test[sample], given), sigma).astype(np.float16),
+        "maps": sample_maps.astype(np.float16),
         "scores": scores[sample],
     }
     if splits.test_masks is not None:
