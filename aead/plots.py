@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve as _roc_points  # noqa: E402
 
+from aead.data.sources import to_unit  # noqa: E402
 from aead.scoring.thresholds import Threshold  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def reconstructions(rows: dict[str, tuple[np.ndarray, np.ndarray]], n: int = 8) 
                 ((originals, "original"), (recon, "reconstruction"))
             ):
                 ax = axes[2 * r + k, c]
-                ax.imshow(images[c].squeeze(), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(to_unit(images[c]).squeeze(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if c == 0:
@@ -121,7 +122,7 @@ def image_grid(images: np.ndarray, captions: list[str], title: str, columns: int
         ax.set_xticks([])
         ax.set_yticks([])
         if i < len(images):
-            ax.imshow(images[i].squeeze(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(to_unit(images[i]).squeeze(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(captions[i], fontsize=7)
         else:
             ax.axis("off")
@@ -149,7 +150,7 @@ def anomaly_maps(
             ax.set_yticks([])
         if c >= len(images):
             continue
-        picture = images[c].squeeze()
+        picture = to_unit(images[c]).squeeze()
         axes[0, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
         axes[0, c].set_title(captions[c], fontsize=7)
         axes[1, c].imshow(picture, cmap="gray", vmin=0, vmax=1)

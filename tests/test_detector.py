@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from aead.data import build_splits
+from aead.data import build_splits, to_unit
 from aead.detectors.deploy import InputError, as_images
 from aead.pipeline import RunContext, run
 from tests import servers
@@ -107,7 +107,8 @@ def logged_run(tmp_path_factory):
         cfg = compose("config", overrides=[*overrides, "tracking.log_model=true"])
     result = run(cfg, RunContext(base_dir=str(folder)))
     splits = build_splits(cfg.scenario, cfg.data, seed=int(cfg.seed))
-    np.save(folder / "images.npy", splits.x_test[..., 0])
+    # as floats in [0, 1]: the tests send them as floats and as whole numbers 0-255
+    np.save(folder / "images.npy", to_unit(splits.x_test[..., 0]))
     scores_csv = MlflowClient(store).download_artifacts(result.run_id, "scores.csv", str(folder))
     return folder, store, result.run_id, pd.read_csv(scores_csv)
 

@@ -191,3 +191,30 @@ def _run_name(result) -> str:
     return (
         mlflow.MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags["mlflow.runName"]
     )
+
+
+@pytest.mark.parametrize("model_name, loss", [("conv", "bce"), ("cnn", None)])
+def test_uint8_images_train_and_predict_as_their_float_versions_bit_for_bit(model_name, loss):
+    """Splits keep images as uint8 and models convert each batch: the weights, history and
+    predictions are those of training on the images divided by 255 up front."""
+    from aead.data import load_dataset, to_unit
+    from aead.detectors.models import predict
+    from aead.detectors.training import train_autoencoder, train_classifier
+
+    mnist = load_dataset("mnist", "train", download=False)
+    images, labels = mnist.images[:256], (mnist.labels[:256] == 0).astype(np.int64)
+    trainer = {"epochs": 2, "batch_size": 64, "learning_rate": 1e-3, "patience": 0}
+
+    def train(x):
+        if loss is not None:
+            return train_autoencoder(model_settings(model_name), loss, trainer, x, x[:64], seed=3)
+        return train_classifier(
+            model_settings(model_name), trainer, x[64:], labels[64:], x[:64], labels[:64], seed=3
+        )
+
+    assert images.dtype == np.uint8
+    (on_uint8, history_uint8), (on_float, history_float) = train(images), train(to_unit(images))
+    assert history_uint8 == history_float
+    for a, b in zip(on_uint8.get_weights(), on_float.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(predict(on_uint8, images), predict(on_float, to_unit(images)))

@@ -5,7 +5,14 @@ from aead.data.idx import read_idx, write_idx
 from aead.data.images import EXTENSIONS, INTERPOLATIONS, Conform, decode, image_files
 from aead.data.lookup import DATA_ENV_VAR, DEBIAN_DATASETS, DataError, candidate_roots
 from aead.data.scenarios import SCENARIOS, LabeledSet, Splits, build_splits
-from aead.data.sources import DATASETS, DataSettings, ImageSet, load_dataset, register_dataset
+from aead.data.sources import (
+    DATASETS,
+    DataSettings,
+    ImageSet,
+    load_dataset,
+    register_dataset,
+    to_unit,
+)
 
 __all__ = [
     "DATASETS",
@@ -27,5 +34,6 @@ __all__ = [
     "load_dataset",
     "read_idx",
     "register_dataset",
+    "to_unit",
     "write_idx",
 ]

@@ -150,8 +150,9 @@ def decode_files(
 
 
 def estimate_bytes(files: Sequence[Path], conform: Conform) -> int:
-    """Memory the decoded images need as uint8 plus a float32 copy (the images a run uses),
-    from the first file's header when the size or channels are the files' own."""
+    """Memory the decoded images need as uint8 plus float32 results of their size (an
+    autoencoder's reconstructions of test images), from the first file's header when the size
+    or channels are the files' own."""
     from PIL import Image
 
     if not files:

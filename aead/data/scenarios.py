@@ -1,8 +1,10 @@
 """Scenarios: what is normal and what is an anomaly, as train / validation / test splits.
 
 Each scenario is a registered function of the scenario config; every one reads its images
-through the data sources (any registered dataset or folder). Splits hold float32 images in
-[0, 1], N×H×W×C; labels 1 = anomaly.
+through the data sources (any registered dataset or folder). Splits hold the images as read,
+uint8 N×H×W×C (a quarter of float32's memory), converted to float in [0, 1] a batch at a time
+where a model or score uses them (`to_unit`); generated images (the noise scenario's) are
+float32 in [0, 1]. Labels: 1 = anomaly.
 """
 
 from __future__ import annotations
@@ -196,9 +198,9 @@ def _normal_vs_anomaly(cfg: Mapping, data: Inputs) -> Splits:
             anomaly_name,
         )  # fmt: skip
         sample = _sample(pool, n_labeled, data.rng)
-        labeled = _shuffled(*_labeled(to_unit(normal_train), to_unit(sample)), data.rng)
+        labeled = _shuffled(*_labeled(normal_train, sample), data.rng)
         description["labeled_anomalies"] = f"{len(sample)} {anomaly_name} training images"
-    return Splits(to_unit(x_train), to_unit(x_val), to_unit(x_test), y_test, description, labeled)
+    return Splits(x_train, x_val, x_test, y_test, description, labeled)
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> None:
@@ -229,17 +231,17 @@ def _one_class(cfg: Mapping, data: Inputs) -> Splits:
         # supervised models use the labels.
         others = train.images[train.labels != normal_class]
         sample = _sample(others, _mixed_count(fraction, len(normal_train)), data.rng)
-        labeled = _shuffled(*_labeled(to_unit(normal_train), to_unit(sample)), data.rng)
+        labeled = _shuffled(*_labeled(normal_train, sample), data.rng)
         description["training_mix"] = f"{len(normal_train)} normal + {len(sample)} others"
         x_train, x_val = data.split_validation(labeled.images)
     else:
-        x_train, x_val = (to_unit(x) for x in data.split_validation(normal_train))
+        x_train, x_val = data.split_validation(normal_train)
     test = data.load(name, "test")
     is_anomaly = (test.labels != normal_class).astype(np.int64)
     keep = data.limit(np.arange(len(test.labels)), True)
     files = [test.files[i] for i in keep] if test.files else None
     return Splits(
-        x_train, x_val, test.unit(keep), is_anomaly[keep], description, labeled, test_files=files
+        x_train, x_val, test.images[keep], is_anomaly[keep], description, labeled, test_files=files
     )
 
 
@@ -255,7 +257,7 @@ def _contaminated(cfg: Mapping, data: Inputs) -> Splits:
     normal = data.limit(train.images[train.labels == normal_class])
     pool = train.images[train.labels == anomaly_class]
     planted = _sample(pool, _mixed_count(fraction, len(normal)), data.rng)
-    mixed = _shuffled(*_labeled(to_unit(normal), to_unit(planted)), data.rng)
+    mixed = _shuffled(*_labeled(normal, planted), data.rng)
     train_at, val_at = _validation_order(len(mixed.images), data.val_fraction, data.rng)
     x_train, x_val = mixed.images[train_at], mixed.images[val_at]
     # The detector sees the set unlabeled and is evaluated on that same set, so there is
@@ -296,7 +298,7 @@ def _noise(cfg: Mapping, data: Inputs) -> Splits:
         "anomaly": f"{n_noise} uniform-noise images",
         "source": train.source,
     }
-    return Splits(to_unit(x_train), to_unit(x_val), x_test, y_test, description)
+    return Splits(x_train, x_val, x_test, y_test, description)
 
 
 # ----------------------------------------------------------------------------- folders
@@ -414,8 +416,7 @@ def _folders(cfg: Mapping, data: Inputs) -> Splits:
         "files": str(len(set(map(str, normal.files)) | set(test_files))),
     }
     return Splits(
-        to_unit(x_train), to_unit(x_val), to_unit(x_test), y_test, description,
-        test_masks=masks, test_files=test_files,
+        x_train, x_val, x_test, y_test, description, test_masks=masks, test_files=test_files,
     )  # fmt: skip
 
 

@@ -101,7 +101,12 @@ def known_class(value, classes) -> bool:
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
-    return images.astype(np.float32) / np.float32(255.0)
+    """Images as float32 in [0, 1]: uint8 (as aead keeps them) divided by 255, float images
+    (already in [0, 1]) as they are."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255.0)
+    return images.astype(np.float32, copy=False)
 
 
 def conform_arrays(images: np.ndarray, conform: Conform) -> np.ndarray:

@@ -28,7 +28,7 @@ from aead.errors import ConfigError
 class TrainingData:
     """What a detector may learn from: never a test image."""
 
-    x_train: np.ndarray  # normal training images, N×H×W×C floats in [0, 1]
+    x_train: np.ndarray  # normal training images, N×H×W×C uint8 (or floats in [0, 1])
     x_val: np.ndarray  # held-out normal validation images
     labeled: object = None  # aead.data.LabeledSet of training images, for supervised detectors
     scenario: str = ""  # the scenario's name, for error messages

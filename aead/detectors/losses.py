@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aead.data.sources import to_unit
 from aead.errors import ConfigError
 
 _EPSILON = 1e-7
@@ -79,7 +80,7 @@ def score_images(
     fn = get_loss(name)
     scores = [
         fn(
-            tf.convert_to_tensor(images[i : i + batch_size], tf.float32),
+            tf.convert_to_tensor(to_unit(images[i : i + batch_size]), tf.float32),
             tf.convert_to_tensor(reconstructions[i : i + batch_size], tf.float32),
         ).numpy()
         for i in range(0, len(images), batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import keras
@@ -136,9 +137,55 @@ def encoder_of(autoencoder: keras.Model) -> keras.Model:
     return keras.Model(autoencoder.inputs, bottleneck.output, name="encoder")
 
 
+# uint8 value -> float32 in [0, 1], computed as NumPy computes it (aead.data.to_unit): a
+# lookup gives the same bits whatever TensorFlow's graph optimizer makes of a division
+_UNIT_TABLE = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+
+def unit_tensor(x):
+    """A batch as float32 in [0, 1]: uint8 images looked up, float images as they are."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    if x.dtype == tf.uint8:
+        return tf.gather(tf.constant(_UNIT_TABLE), tf.cast(x, tf.int32))
+    return x
+
+
+class OnUnitImages(keras.Model):
+    """A model fed uint8 images (as aead keeps them) that converts each batch to float in
+    [0, 1] before the wrapped model sees it; with `image_targets`, the targets too (an
+    autoencoder's target is its input). It has no weights of its own: training it trains
+    the wrapped model, which is what is kept."""
+
+    def __init__(self, inner: keras.Model, image_targets: bool = False):
+        super().__init__(name=inner.name)
+        self.inner, self.image_targets = inner, image_targets
+
+    def call(self, x, training=False):
+        return self.inner(unit_tensor(x), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y = unit_tensor(y) if self.image_targets else y
+        return super().compute_loss(x, y, y_pred, sample_weight, training)
+
+
+_predictors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _on_unit(model: keras.Model) -> keras.Model:
+    """The model's uint8-fed twin for prediction, made once per model."""
+    if model not in _predictors:
+        _predictors[model] = OnUnitImages(model)
+    return _predictors[model]
+
+
 def predict(model: keras.Model, images, batch_size: int | None = None):
     """model.predict, in a section a signal does not cut in half: an exception raised between
-    two of TensorFlow's native calls corrupts its runtime (see lifecycle.critical)."""
+    two of TensorFlow's native calls corrupts its runtime (see lifecycle.critical). uint8
+    images are converted to float a batch at a time."""
+    if getattr(images, "dtype", None) == np.uint8:
+        model = _on_unit(model)
     with lifecycle.critical():
         return model.predict(images, batch_size=batch_size, verbose=0)
 

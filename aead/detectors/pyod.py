@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from aead.data.sources import to_unit
 from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register
 from aead.errors import ConfigError
 from aead.store.cache import TRAINING_CODE, training_key
@@ -133,7 +134,7 @@ class PyodDetector(Detector):
         if self.autoencoder_ is not None:
             codes = self.autoencoder_.encoder()(images)
             return np.asarray(codes, np.float64).reshape(len(images), -1)
-        return np.asarray(images, np.float32).reshape(len(images), -1)
+        return to_unit(images).reshape(len(images), -1)
 
     def errors(self, images: np.ndarray, train_index=None) -> Evaluated:
         scores = np.asarray(self.model_.decision_function(self._features(images)), np.float64)

@@ -56,7 +56,7 @@ def transform(images: np.ndarray, flip: bool, dy: int, dx: int, turns: int) -> n
         x = padded[:, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
     if turns:
         x = np.rot90(x, turns, axes=(1, 2))
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x)  # uint8 stays uint8: converted a batch at a time
 
 
 def transformed_set(images: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:

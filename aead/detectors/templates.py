@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from aead.data.sources import to_unit
 from aead.detectors.base import Detector, Evaluated, Training, TrainingData, register
 from aead.errors import ConfigError
 from aead.store.cache import training_key
@@ -86,7 +87,7 @@ class GoldenTemplateDetector(MapDetector):
 
     def fit(self, data: TrainingData, training: Training) -> None:
         def fit_state():
-            images = np.asarray(data.x_train, np.float64)
+            images = np.asarray(to_unit(data.x_train), np.float64)
             log.info("golden template of %s normal images", f"{len(images):,}")
             return {"mean": images.mean(axis=0).astype(np.float32),
                     "std": images.std(axis=0).astype(np.float32)}  # fmt: skip
@@ -95,7 +96,7 @@ class GoldenTemplateDetector(MapDetector):
 
     def _compute_maps(self, images: np.ndarray) -> np.ndarray:
         std = np.maximum(self.model_["std"], self.min_std)
-        return (np.abs(np.asarray(images, np.float32) - self.model_["mean"]) / std).mean(axis=-1)
+        return (np.abs(to_unit(images) - self.model_["mean"]) / std).mean(axis=-1)
 
 
 @register
@@ -115,7 +116,7 @@ class PatchNNDetector(MapDetector):
 
     def _patches(self, images: np.ndarray) -> np.ndarray:
         """N×gh×gw×(patch·patch·C) patches with centres every `stride` pixels."""
-        images = np.asarray(images, np.float32)
+        images = to_unit(images)
         if min(images.shape[1:3]) < self.patch:
             raise ConfigError(
                 f"model.patch={self.patch} is larger than the images "

@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from aead.data import LabeledSet
 from aead.detectors.losses import get_loss, require_fits
-from aead.detectors.models import build_model, predict
+from aead.detectors.models import OnUnitImages, build_model, predict
 from aead.errors import ConfigError
 from aead.tracking import lifecycle
 
@@ -122,11 +122,24 @@ def compile_model(model: keras.Model, trainer: Mapping, loss) -> keras.Model:
 
 
 def fit_model(
-    model: keras.Model, x, y, validation, trainer: Mapping, callbacks, **options
+    model: keras.Model,
+    x,
+    y,
+    validation,
+    trainer: Mapping,
+    callbacks,
+    image_targets=False,
+    **options,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
+    """model trained on x (uint8 images are converted to float a batch at a time; with
+    image_targets, y and the validation targets are images too)."""
+    fitted = model
+    if getattr(x, "dtype", None) == np.uint8:
+        fitted = OnUnitImages(model, image_targets)
+        fitted.compile(optimizer=model.optimizer, loss=model.loss)
     # a signal must not cut TensorFlow's work in half: it ends training between two batches
     with lifecycle.critical():
-        history = model.fit(
+        history = fitted.fit(
             x,
             y,
             validation_data=validation,
@@ -150,7 +163,9 @@ def train_autoencoder(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
     )  # fmt: skip
-    return fit_model(model, x_train, x_train, (x_val, x_val), trainer, callbacks)
+    return fit_model(
+        model, x_train, x_train, (x_val, x_val), trainer, callbacks, image_targets=True
+    )
 
 
 def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from aead.data.sources import to_unit
 from aead.errors import ConfigError
 
 SSIM_SIZE, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -29,7 +30,7 @@ def ssim_map(images: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
     over the pixels at least 5 from the border is tf.image.ssim's value."""
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(images, tf.float32)
+    x = tf.convert_to_tensor(to_unit(images), tf.float32)
     y = tf.convert_to_tensor(reconstructions, tf.float32)
     kernel = _gaussian_kernel(int(x.shape[-1]))
     half = SSIM_SIZE // 2
@@ -50,7 +51,7 @@ def ssim_map(images: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
 
 
 def _per_pixel(images: np.ndarray, reconstructions: np.ndarray, loss: str) -> np.ndarray:
-    x, y = images.astype(np.float32), reconstructions.astype(np.float32)
+    x, y = to_unit(images), reconstructions.astype(np.float32)
     if loss == "mse":
         values = np.square(x - y)
     elif loss == "mae":

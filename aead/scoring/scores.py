@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aead.data.sources import to_unit
 from aead.errors import ConfigError
 
 # Trains (or reuses) a background model on images perturbed by the given function and returns
@@ -191,7 +192,7 @@ def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
         raise ConfigError(
             f"unknown score.compressor '{compressor}'; choose one of {sorted(COMPRESSORS)}"
         ) from None
-    pixels = np.clip(np.rint(np.asarray(images) * 255), 0, 255).astype(np.uint8)
+    pixels = np.clip(np.rint(to_unit(images) * 255), 0, 255).astype(np.uint8)
     pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # PNG: gray H×W or RGB H×W×3
     n_values = int(np.prod(pixels.shape[1:]))
     return np.array([8.0 * length(image) / n_values for image in pixels], dtype=np.float64)
@@ -260,6 +261,7 @@ def perturb_pixels(images: np.ndarray, rate: float, seed: int) -> np.ndarray:
     if not 0 < rate < 1:
         raise ConfigError(f"score.perturbation must be in (0, 1), got {rate}")
     rng = np.random.default_rng(seed)
+    images = to_unit(images)
     noise = rng.random(images.shape, dtype=np.float32)
     return np.where(rng.random(images.shape) < rate, noise, images).astype(np.float32)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from aead import plots
+from aead.data.sources import to_unit
 from aead.scoring.maps import smooth
 from aead.tracking.runs import Tracker, retrying, ui_command
 
@@ -116,7 +117,7 @@ def log_maps(tracker, splits: Splits, detector, reconstructions, scores, sigma: 
     arrays = {
         "index": sample,
         "labels": splits.y_test[sample].astype(np.uint8),
-        "images": np.round(splits.x_test[sample] * 255).astype(np.uint8),
+        "images": np.round(to_unit(splits.x_test[sample]) * 255).astype(np.uint8),
         "maps": sample_maps.astype(np.float16),
         "scores": scores[sample],
     }
@@ -146,7 +147,7 @@ def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: 
         tracker.log_keras_model(detector.keras_model(), images)
     from aead.detectors.deploy import log_detector  # MLflow's pyfunc stack: only when logging one
 
-    example = np.round(images * 255).astype(np.uint8)
+    example = np.round(to_unit(images) * 255).astype(np.uint8)
     example = example[..., 0] if example.shape[-1] == 1 else example
     retrying(log_detector, detector, score, threshold, example, map_sigma)
 
