@@ -218,3 +218,21 @@ def test_uint8_images_train_and_predict_as_their_float_versions_bit_for_bit(mode
     for a, b in zip(on_uint8.get_weights(), on_float.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(predict(on_uint8, images), predict(on_float, to_unit(images)))
+
+
+def test_batches_are_converted_in_the_graph_to_numpys_bits_for_every_uint8_value():
+    """Inside a traced function, where a division by a constant 255 would be rewritten into a
+    multiplication that differs in the last bit for some values."""
+    import tensorflow as tf
+
+    from aead.data import to_unit
+    from aead.detectors.models import unit_tensor
+
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    in_graph = tf.function(unit_tensor)(tf.constant(values)).numpy()
+    assert in_graph.dtype == np.float32
+    np.testing.assert_array_equal(in_graph, to_unit(values))
+    naive = tf.function(lambda x: tf.cast(x, tf.float32) / 255.0)(tf.constant(values)).numpy()
+    assert not np.array_equal(naive, to_unit(values))  # what the test guards against
+    floats = to_unit(values)
+    np.testing.assert_array_equal(unit_tensor(floats).numpy(), floats)  # floats pass through

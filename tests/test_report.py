@@ -227,3 +227,29 @@ def test_runs_from_before_a_setting_existed_count_as_at_its_default():
     assert filled["params.data.channels"].tolist() == ["null", "null"]
     assert variant_columns(filled) == []  # one variant, not two
     assert variant_columns(with_added_defaults(runs.assign(**{"params.maps.sigma": ["2", None]})))
+
+
+def test_several_sweeps_are_reported_together_a_job_in_both_once(tmp_path):
+    """Seeds run as separate sweeps: `--sweep-id A,B` reports their runs together; a job run
+    in both (same config hash) counts once, by its finished attempt."""
+    from aead.report.sweep import load_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("bench", artifact_location=str(tmp_path / "art"))
+    logged = {}
+    for sweep_id, seed, status in [("A", 0, "FAILED"), ("A", 1, "FINISHED"), ("B", 0, "FINISHED"),
+                                   ("B", 2, "FINISHED"), ("C", 3, "FINISHED")]:  # fmt: skip
+        tags = {"sweep_id": sweep_id, "aead.config_hash": f"h{seed}"}
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        client.log_param(run_id, "seed", str(seed))
+        client.set_terminated(run_id, status)
+        logged[(sweep_id, seed)] = run_id
+
+    label, runs = load_sweep(uri, "bench", "A,B")
+    assert label == "A+B"
+    expected = {logged[("A", 1)], logged[("B", 0)], logged[("B", 2)]}
+    assert set(runs["run_id"]) == expected and len(runs) == 3
+    assert load_sweep(uri, "bench", "C")[1]["params.seed"].tolist() == ["3"]
+    with pytest.raises(SystemExit, match="no runs with sweep id 'D'"):
+        load_sweep(uri, "bench", "A,D")

@@ -137,37 +137,47 @@ def encoder_of(autoencoder: keras.Model) -> keras.Model:
     return keras.Model(autoencoder.inputs, bottleneck.output, name="encoder")
 
 
-# uint8 value -> float32 in [0, 1], computed as NumPy computes it (aead.data.to_unit): a
-# lookup gives the same bits whatever TensorFlow's graph optimizer makes of a division
-_UNIT_TABLE = np.arange(256, dtype=np.float32) / np.float32(255.0)
-
-
 def unit_tensor(x):
-    """A batch as float32 in [0, 1]: uint8 images looked up, float images as they are."""
+    """A batch as float32 in [0, 1]: uint8 images divided by 255, float images as they are.
+
+    The same bits as NumPy's `x / 255` (aead.data.to_unit), so that uint8 and float images
+    train the same model: TensorFlow's graph optimizer rewrites a division by a constant
+    into a multiplication by its rounded reciprocal, which differs in the last bit for some
+    values, so the divisor is a PlaceholderWithDefault, which it cannot fold. (XLA would
+    rewrite it too; Keras compiles without XLA under the op determinism aead enables.)"""
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
-    if x.dtype == tf.uint8:
-        return tf.gather(tf.constant(_UNIT_TABLE), tf.cast(x, tf.int32))
-    return x
+    if x.dtype != tf.uint8:
+        return x
+    divisor = tf.raw_ops.PlaceholderWithDefault(input=tf.constant(255.0), shape=[])
+    return tf.cast(x, tf.float32) / divisor
 
 
 class OnUnitImages(keras.Model):
     """A model fed uint8 images (as aead keeps them) that converts each batch to float in
-    [0, 1] before the wrapped model sees it; with `image_targets`, the targets too (an
-    autoencoder's target is its input). It has no weights of its own: training it trains
-    the wrapped model, which is what is kept."""
+    [0, 1] before the wrapped model sees it. With `reconstructs`, it is an autoencoder fit
+    without targets (y=None): the target is the converted input, so a batch is converted
+    once and no second array is sliced. It has no weights of its own: training it trains the
+    wrapped model, which is what is kept."""
 
-    def __init__(self, inner: keras.Model, image_targets: bool = False):
+    def __init__(self, inner: keras.Model, reconstructs: bool = False):
         super().__init__(name=inner.name)
-        self.inner, self.image_targets = inner, image_targets
+        self.inner, self.reconstructs = inner, reconstructs
 
     def call(self, x, training=False):
         return self.inner(unit_tensor(x), training=training)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        y = unit_tensor(y) if self.image_targets else y
-        return super().compute_loss(x, y, y_pred, sample_weight, training)
+    def _converted(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = unit_tensor(x)
+        return keras.utils.pack_x_y_sample_weight(x, x if self.reconstructs else y, sample_weight)
+
+    def train_step(self, data):
+        return super().train_step(self._converted(data))
+
+    def test_step(self, data):
+        return super().test_step(self._converted(data))
 
 
 _predictors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

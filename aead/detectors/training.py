@@ -128,15 +128,17 @@ def fit_model(
     validation,
     trainer: Mapping,
     callbacks,
-    image_targets=False,
+    reconstructs=False,
     **options,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """model trained on x (uint8 images are converted to float a batch at a time; with
-    image_targets, y and the validation targets are images too)."""
+    `reconstructs`, an autoencoder, y and the validation targets are x itself)."""
     fitted = model
     if getattr(x, "dtype", None) == np.uint8:
-        fitted = OnUnitImages(model, image_targets)
+        fitted = OnUnitImages(model, reconstructs)
         fitted.compile(optimizer=model.optimizer, loss=model.loss)
+        if reconstructs:  # the target is the converted batch: no second array to slice
+            y, validation = None, (validation[0],)
     # a signal must not cut TensorFlow's work in half: it ends training between two batches
     with lifecycle.critical():
         history = fitted.fit(
@@ -163,9 +165,7 @@ def train_autoencoder(
         "training %s (%s parameters) with %s on %s images, validating on %s",
         model.name, f"{model.count_params():,}", loss_name, f"{len(x_train):,}", f"{len(x_val):,}",
     )  # fmt: skip
-    return fit_model(
-        model, x_train, x_train, (x_val, x_val), trainer, callbacks, image_targets=True
-    )
+    return fit_model(model, x_train, x_train, (x_val, x_val), trainer, callbacks, reconstructs=True)
 
 
 def require_labels(labeled: LabeledSet | None, scenario_name: str) -> LabeledSet:

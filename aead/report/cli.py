@@ -8,9 +8,13 @@ import argparse
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m aead.report", description="Compare the runs of one aead sweep."
+        prog="python -m aead.report", description="Compare the runs of an aead sweep."
     )
-    parser.add_argument("--sweep-id", help="the sweep to report (default: the latest sweep)")
+    parser.add_argument(
+        "--sweep-id",
+        help="the sweep to report (default: the latest sweep); several, comma-separated, are "
+        "reported together (e.g. seeds run as separate sweeps)",
+    )
     parser.add_argument("--experiment", help="MLflow experiment name (default: all)")
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlruns)"

@@ -53,8 +53,14 @@ def _progress(i: int, n: int, what: str) -> None:
 
 
 def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
-    """The runs of one sweep (the latest one when sweep_id is None) and its id."""
+    """The runs of one sweep (the latest one when sweep_id is None) and its id. A
+    comma-separated list of sweep ids reports their runs together (seeds run as separate
+    sweeps, say); a job run in more than one is counted once (`latest_attempts`)."""
     names = [experiment] if experiment else None
+    if sweep_id is not None and "," in sweep_id:
+        ids = [part.strip() for part in sweep_id.split(",") if part.strip()]
+        runs = [load_sweep(tracking_uri, experiment, one)[1] for one in ids]
+        return "+".join(ids), latest_attempts(pd.concat(runs, ignore_index=True))
     if sweep_id is None:
         tagged = search_runs(tracking_uri, names, "tags.sweep_id != ''", max_results=1)
         if tagged.empty or SWEEP_TAG not in tagged:
