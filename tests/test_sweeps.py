@@ -98,7 +98,9 @@ def test_signal_mid_training_leaves_a_killed_run_with_its_epochs(tmp_path, signu
     code, elapsed, output, store = _interrupt_during_training(tmp_path, signum, multirun, sweep)
 
     assert code == 128 + signum, output[-3000:]
-    assert elapsed < 10, f"took {elapsed:.1f} s to exit after {signum.name}"
+    # it ends between two batches, not after the 200 epochs (minutes): about 3 s alone, 3-6 s
+    # beside a CPU burner, 11.9 s once in the whole suite on 2 cores (2026-12-03)
+    assert elapsed < 30, f"took {elapsed:.1f} s to exit after {signum.name}"
     runs = _runs(store)
     assert len(runs) == 1, "the sweep went on after the signal"
     run = runs.iloc[0]
