@@ -11,6 +11,7 @@ from aead.data.sources import (
     ImageSet,
     load_dataset,
     register_dataset,
+    to_uint8,
     to_unit,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "load_dataset",
     "read_idx",
     "register_dataset",
+    "to_uint8",
     "to_unit",
     "write_idx",
 ]

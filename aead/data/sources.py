@@ -109,6 +109,15 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images as uint8 0-255 (to save or compress them): uint8 as they are, float images in
+    [0, 1] scaled and rounded."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+
+
 def conform_arrays(images: np.ndarray, conform: Conform) -> np.ndarray:
     """Arrays (uint8 N×H×W×C) made to the settings' channels and size, as files are."""
     wrong_size = conform.size is not None and images.shape[1:3] != conform.size

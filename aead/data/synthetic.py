@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from aead.data.sources import to_uint8
+
 Texture = Callable[[np.random.Generator, int], np.ndarray]  # -> float H×W×C in [0, 1]
 
 
@@ -136,7 +138,7 @@ DEFECTS = {
 
 def _save(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)
+    pixels = to_uint8(array)
     Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
 
 

@@ -57,10 +57,6 @@ def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
     comma-separated list of sweep ids reports their runs together (seeds run as separate
     sweeps, say); a job run in more than one is counted once (`latest_attempts`)."""
     names = [experiment] if experiment else None
-    if sweep_id is not None and "," in sweep_id:
-        ids = [part.strip() for part in sweep_id.split(",") if part.strip()]
-        runs = [load_sweep(tracking_uri, experiment, one)[1] for one in ids]
-        return "+".join(ids), latest_attempts(pd.concat(runs, ignore_index=True))
     if sweep_id is None:
         tagged = search_runs(tracking_uri, names, "tags.sweep_id != ''", max_results=1)
         if tagged.empty or SWEEP_TAG not in tagged:
@@ -69,10 +65,15 @@ def load_sweep(tracking_uri: str, experiment: str | None, sweep_id: str | None):
                 "`python -m aead.run -m ...`"
             )
         sweep_id = str(tagged.iloc[0][SWEEP_TAG])  # newest first
-    runs = search_runs(tracking_uri, names, f"tags.sweep_id = '{sweep_id}'")
-    if runs.empty:
-        raise SystemExit(f"no runs with sweep id '{sweep_id}' at {redact(tracking_uri)}")
-    return sweep_id, latest_attempts(with_added_defaults(runs))
+    ids = [part.strip() for part in sweep_id.split(",") if part.strip()]
+    found = []
+    for one in ids:
+        runs = search_runs(tracking_uri, names, f"tags.sweep_id = '{one}'")
+        if runs.empty:
+            raise SystemExit(f"no runs with sweep id '{one}' at {redact(tracking_uri)}")
+        found.append(runs)
+    runs = found[0] if len(found) == 1 else pd.concat(found, ignore_index=True)
+    return "+".join(ids), latest_attempts(with_added_defaults(runs))
 
 
 def with_added_defaults(runs: pd.DataFrame) -> pd.DataFrame:

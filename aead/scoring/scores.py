@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aead.data.sources import to_unit
+from aead.data.sources import to_uint8, to_unit
 from aead.errors import ConfigError
 
 # Trains (or reuses) a background model on images perturbed by the given function and returns
@@ -192,7 +192,7 @@ def complexity_bits(images: np.ndarray, compressor: str = "png") -> np.ndarray:
         raise ConfigError(
             f"unknown score.compressor '{compressor}'; choose one of {sorted(COMPRESSORS)}"
         ) from None
-    pixels = np.clip(np.rint(to_unit(images) * 255), 0, 255).astype(np.uint8)
+    pixels = to_uint8(images)
     pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # PNG: gray H×W or RGB H×W×3
     n_values = int(np.prod(pixels.shape[1:]))
     return np.array([8.0 * length(image) / n_values for image in pixels], dtype=np.float64)

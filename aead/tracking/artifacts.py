@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from aead import plots
-from aead.data.sources import to_unit
+from aead.data.sources import to_uint8
 from aead.scoring.maps import smooth
 from aead.tracking.runs import Tracker, retrying, ui_command
 
@@ -117,7 +117,7 @@ def log_maps(tracker, splits: Splits, detector, reconstructions, scores, sigma: 
     arrays = {
         "index": sample,
         "labels": splits.y_test[sample].astype(np.uint8),
-        "images": np.round(to_unit(splits.x_test[sample]) * 255).astype(np.uint8),
+        "images": to_uint8(splits.x_test[sample]),
         "maps": sample_maps.astype(np.float16),
         "scores": scores[sample],
     }
@@ -147,7 +147,7 @@ def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: 
         tracker.log_keras_model(detector.keras_model(), images)
     from aead.detectors.deploy import log_detector  # MLflow's pyfunc stack: only when logging one
 
-    example = np.round(to_unit(images) * 255).astype(np.uint8)
+    example = to_uint8(images)
     example = example[..., 0] if example.shape[-1] == 1 else example
     retrying(log_detector, detector, score, threshold, example, map_sigma)
 
