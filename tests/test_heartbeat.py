@@ -68,14 +68,22 @@ def test_a_run_beats_while_it_works_and_its_start_ends_the_lost_runs(store):
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
 
 
-def _wait_for(predicate, seconds: float, what: str):
+def _wait_for(predicate, seconds: float, what: str, *jobs: subprocess.Popen):
+    """Poll until predicate holds; a job that dies first fails at once, with its log."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = predicate()
         if found:
             return found
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
+        for job in jobs:
+            if job.poll() is not None:
+                pytest.fail(f"{job.log.name} exited {job.returncode} before {what}:\n{_tail(job)}")
+        time.sleep(1.0)  # gently: the jobs write to the same SQLite file
+    pytest.fail(f"timed out waiting for {what}:\n" + "\n".join(_tail(job) for job in jobs))
+
+
+def _tail(job: subprocess.Popen, lines: int = 40) -> str:
+    return "\n".join(open(job.log.name).read().splitlines()[-lines:])
 
 
 def _job(tmp_path, name: str, env: dict, *overrides: str) -> subprocess.Popen:
@@ -85,9 +93,11 @@ def _job(tmp_path, name: str, env: dict, *overrides: str) -> subprocess.Popen:
         *overrides,
     ]  # fmt: skip
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(
+    job = subprocess.Popen(
         command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
     )
+    job.log = log
+    return job
 
 
 def _training_run(client, experiment_name: str, pid: int):
@@ -103,10 +113,11 @@ def _training_run(client, experiment_name: str, pid: int):
 @pytest.mark.slow
 def test_a_sigkilled_job_is_ended_by_the_command(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    job = _job(tmp_path, "job", {"MLFLOW_TRACKING_URI": uri})
     client = MlflowClient(uri)
+    client.search_experiments()  # the store's tables made now, not by two processes at once
+    job = _job(tmp_path, "job", {"MLFLOW_TRACKING_URI": uri}, f"cache.dir={tmp_path / 'cache'}")
     try:
-        run = _wait_for(lambda: _training_run(client, "aead", job.pid), 120, "an epoch")
+        run = _wait_for(lambda: _training_run(client, "aead", job.pid), 180, "an epoch", job)
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=30)
@@ -132,18 +143,20 @@ def test_a_sigkilled_lock_holder_is_taken_over_within_the_lease(tmp_path):
         holder = _job(tmp_path, "holder", env, *shared, f"cache.dir={tmp_path / 'cache-a'}")
         client = MlflowClient(base)
         try:
-            held = _wait_for(lambda: _training_run(client, "lease", holder.pid), 120, "training")
+            held = _wait_for(
+                lambda: _training_run(client, "lease", holder.pid), 180, "training", holder
+            )
             waiter = _job(tmp_path, "waiter", env, *shared, f"cache.dir={tmp_path / 'cache-b'}")
             try:
                 _wait_for(
                     lambda: "waiting for run" in (tmp_path / "waiter.log").read_text(),
-                    120, "the second job to wait for the lock",
+                    120, "the second job to wait for the lock", waiter,
                 )  # fmt: skip
                 holder.send_signal(signal.SIGKILL)
                 holder.wait(timeout=30)
                 killed_at = time.monotonic()
                 took_over = _wait_for(
-                    lambda: _training_run(client, "lease", waiter.pid), 120, "the take-over"
+                    lambda: _training_run(client, "lease", waiter.pid), 120, "the take-over", waiter
                 )
                 waited = time.monotonic() - killed_at
             finally:
