@@ -8,9 +8,12 @@ SIGTERM end the current run as KILLED, stop the sweep and exit 130 / 143.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,5 +183,35 @@ def cli() -> None:
         sys.exit(1)
 
 
+def entry() -> None:
+    """The process's entry point (`aead-run`, `python -m aead.run`): cli(), then the exit."""
+    try:
+        cli()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    exit_process(code)
+
+
+def exit_process(code) -> None:
+    """Ends the process with sys.exit's code: every atexit handler run and the streams
+    flushed, then without the interpreter's teardown, which frees TensorFlow's and MLflow's
+    objects one by one and writes nothing (2.3 s of a 26 s run, measured). A process with
+    another live non-daemon thread exits the usual way, as that thread may still write."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging's flush, MLflow's and Ray's shutdowns, ...
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    cli()
+    entry()

@@ -87,3 +87,36 @@ def test_tensorflow_start_up_noise_is_silenced_unless_asked_for(tmp_path):
     assert "finished; model trained" in job_log and "[aead] epoch 1/1: loss" in quiet.stdout
     loud = _aead(*args, env={"AEAD_TF_LOGS": "1"})
     assert loud.returncode == 0 and "absl::InitializeLog" in loud.stderr
+
+
+EXIT = """
+import atexit, logging, sys, threading, time
+from aead.run import exit_process
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+atexit.register(lambda: print("atexit ran", flush=True))
+logging.getLogger("aead").info("the last line")
+print("buffered", end="")  # a pipe: held in the buffer until flushed
+if sys.argv[2] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.5), print(" thread done", end=""))).start()
+exit_process({code})
+"""
+
+
+@pytest.mark.parametrize(
+    "code, thread, returncode, says",
+    [("3", "none", 3, ""), ("None", "none", 0, ""), ("'no data'", "none", 1, "no data"),
+     ("0", "thread", 0, "")],
+)  # fmt: skip
+def test_the_process_exit_keeps_the_code_the_output_and_the_log(
+    tmp_path, code, thread, returncode, says
+):
+    log = tmp_path / "job.log"
+    script = EXIT.format(code=code)
+    done = subprocess.run([sys.executable, "-c", script, str(log), thread], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == returncode, done.stderr
+    assert done.stderr.strip().endswith(says)
+    # a live non-daemon thread is waited for, as a usual exit would
+    output = "buffered" + (" thread done" if thread == "thread" else "")
+    assert done.stdout.startswith(output) and done.stdout.endswith("atexit ran\n"), done.stdout
+    assert "the last line" in log.read_text()

@@ -101,8 +101,9 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 def log_detector(detector, score, threshold, example, map_sigma=0.0):
     """Logs the run's fitted detector, score and threshold as the pyfunc model `detector`
     (call inside the active run)."""
+    from importlib.metadata import version
+
     import keras
-    import pyod
     import sklearn
     import tensorflow as tf
     from mlflow.models import ModelSignature
@@ -133,6 +134,6 @@ def log_detector(detector, score, threshold, example, map_sigma=0.0):
                 f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
                 f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
                 f"pandas=={pd.__version__}", f"scikit-learn=={sklearn.__version__}",
-                f"pyod=={pyod.__version__}", "pillow",
+                f"pyod=={version('pyod')}", "pillow",
             ],
         )  # fmt: skip
