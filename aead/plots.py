@@ -146,11 +146,13 @@ def image_grid(images: np.ndarray, captions: list[str], title: str, columns: int
     count = max(1, len(images))
     rows = int(np.ceil(count / columns))
     cols = min(columns, count)
-    fig = plt.figure(figsize=(1.4 * cols, 1.6 * rows + 0.4))
-    fig.suptitle(title, fontsize=9)
-    if not len(images):
-        fig.text(0.5, 0.5, "none", ha="center", va="center")
+    if not len(images):  # wide enough for the title
+        fig = plt.figure(figsize=(6.5, 1.4))
+        fig.suptitle(title, fontsize=9)
+        fig.text(0.5, 0.4, "none", ha="center", va="center")
         return fig
+    fig = plt.figure(figsize=(max(1.4 * cols, 4.5), 1.6 * rows + 0.4))
+    fig.suptitle(title, fontsize=9)
     side = images.shape[1]
     space = max(4, side // 3)  # the caption's band above each image
     canvas, cell_h, cell_w = _montage(

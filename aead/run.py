@@ -101,6 +101,16 @@ def _mask_hydra_files() -> None:
         redact_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
 
 
+class JobError(BaseException):
+    """A single run's error on its way to cli(), which words it in one line: as a
+    BaseException it passes Hydra's job runner, which would print its own "Error executing
+    job with overrides" line first."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> float:
     from aead import settings, tf_runtime
@@ -122,7 +132,10 @@ def main(cfg: DictConfig) -> float:
     _mask_hydra_files()
     context = context_from_hydra()
     if context.sweep_id is None:
-        result = run(cfg, context)
+        try:
+            result = run(cfg, context)
+        except Exception as exc:
+            raise JobError(exc) from exc
         return result.metrics.get("roc_auc", math.nan)
 
     output_dir = HydraConfig.get().runtime.output_dir
@@ -162,7 +175,10 @@ def cli() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach this function, which words them
     try:
-        main()
+        try:
+            main()
+        except JobError as wrapped:
+            raise wrapped.error from None
     except KeyboardInterrupt as exc:  # aead's Interrupted, or one a library re-raised plainly
         stopped = lifecycle.as_interrupted(exc)
         print(f"[aead] stopped: {stopped.reason}", file=sys.stderr, flush=True)

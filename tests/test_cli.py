@@ -72,6 +72,25 @@ def test_an_out_of_range_value_is_one_line_and_exit_2(tmp_path, override, says):
     assert not (tmp_path / "m.db").exists()  # refused before any run was made
 
 
+def test_an_error_inside_the_run_is_one_line_and_the_run_is_kept(tmp_path):
+    """Hydra's job runner prints "Error executing job with overrides" before a failed job's
+    error; aead's one line is all a single run prints, and the run is recorded FAILED."""
+    from mlflow import MlflowClient
+
+    from aead.tracking.runs import prepare_store
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    prepare_store(uri)  # made here: MLflow logs the creation of a store's tables
+    missing = tmp_path / "photos"
+    done = _aead("scenario=one_class", f"scenario.dataset={missing}", "scenario.normal_class=good",
+                 f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip
+    line = f"[aead] configuration error: scenario.dataset={missing}: no such folder ({missing})"
+    assert (done.returncode, done.stderr.strip()) == (2, line)
+    (failed,) = MlflowClient(uri).search_runs(["1"])
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["aead.error"].endswith(f"no such folder ({missing})")
+
+
 @pytest.mark.slow
 def test_tensorflow_start_up_noise_is_silenced_unless_asked_for(tmp_path):
     store = f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"
