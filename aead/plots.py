@@ -109,7 +109,7 @@ def _montage(images: list[np.ndarray], columns: int, gap: int, caption_space: in
     return canvas, cell_h, cell_w
 
 
-def _canvas_axes(fig: plt.Figure, canvas: np.ndarray, rect=(0.0, 0.0, 1.0, 0.93)) -> plt.Axes:
+def _canvas_axes(fig: plt.Figure, canvas: np.ndarray, rect: tuple) -> plt.Axes:
     ax = fig.add_axes(rect)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([])

@@ -119,9 +119,7 @@ def main(cfg: DictConfig) -> float:
         try:  # every numeric setting, before TensorFlow loads (a sweep's jobs: in run())
             settings.validate(cfg)
         except errors.ConfigError as exc:
-            # one line and exit 2, as cli() words it, without Hydra's "Error executing job"
-            print(f"[aead] configuration error: {redact(str(exc))}", file=sys.stderr, flush=True)
-            raise SystemExit(errors.EXIT_CONFIG) from None
+            raise JobError(exc) from exc
 
     tf_runtime.import_quietly()
     from aead.pipeline import run

@@ -61,6 +61,10 @@ def timed(command: list[str], env: dict, log: Path) -> float:
     return wall
 
 
+def _listed(seconds: list[float]) -> str:
+    return ", ".join(f"{s:.1f}" for s in seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="store, cache and logs (default: a temporary folder)")
@@ -103,12 +107,11 @@ def main() -> None:
         f"store creation : {store_wall:6.1f} s  (whole process; once per store, by its first run)"
     )
     plain_auc = (work / "plain.log").read_text().strip().splitlines()[-1]
-    walls = lambda values: ", ".join(f"{v:.1f}" for v in values)  # noqa: E731
-    print(f"plain Keras    : {plain_wall:6.1f} s  (whole process, fastest of {walls(plain_walls)}; "
-          f"{plain_auc})")  # fmt: skip
+    print(f"plain Keras    : {plain_wall:6.1f} s  (whole process, fastest of "
+          f"{_listed(plain_walls)}; {plain_auc})")  # fmt: skip
     aead_auc = f"ROC-AUC {fastest['metrics.roc_auc']:.4f}"
-    print(f"aead run       : {aead_wall:6.1f} s  (whole process, fastest of {walls(aead_walls)}; "
-          f"{aead_auc})")  # fmt: skip
+    print(f"aead run       : {aead_wall:6.1f} s  (whole process, fastest of "
+          f"{_listed(aead_walls)}; {aead_auc})")  # fmt: skip
     print(f"ratio          : {aead_wall / plain_wall:.2f}x  (aead / plain)")
     print(f"reusing variant: {reuse_wall:6.1f} s  (threshold=percentile, model from the cache)")
     stages = sorted(c for c in runs if c.startswith("metrics.time_") and c.endswith("_s"))
