@@ -41,6 +41,7 @@ from aead.tracking.artifacts import (
     log_datasets,
     log_fit_report,
     log_models,
+    prepare_model_logging,
     print_summary,
 )
 from aead.tracking.runs import Tracker, finished_job_run, flatten, resolve_tracking_uri
@@ -86,6 +87,8 @@ def obtain_detector(cfg: DictConfig, splits: Splits, tracker: Tracker, store: Mo
     reused from the store when an earlier run trained exactly the same training
     configuration; tags the run with which it was and who trained it."""
     lifecycle.set_stage("training")
+    if cfg.tracking.get("log_model", True):  # while the model trains
+        tracker.in_background(prepare_model_logging)
     detector = build_detector(_container(cfg.model), _container(cfg.loss))
     if cfg.trainer.get("kfold") and not detector.supports_kfold:
         raise ConfigError("trainer.kfold applies to the supervised model=cnn only")
@@ -157,24 +160,42 @@ def _source_tags(tag: str, detector) -> dict[str, str]:
             f"{tag}_trained_by_run": detector.obtained_.trained_by}  # fmt: skip
 
 
-def score_images(cfg, detector, score: Score, splits: Splits, tracker, store) -> ScoredImages:
-    """Fits the score on the normal validation images and scores them and the test images."""
+def fit_score(cfg, detector, score: Score, splits: Splits, tracker, store) -> ScoredImages:
+    """Fits the score on the normal validation images and scores them (the test images come
+    after, in score_test)."""
     lifecycle.set_stage("scoring")
     val_out = detector.errors(detector.validation_images_)
-    test_out = detector.errors(splits.x_test, splits.test_train_index)
     # per-pixel maps of every image: for a score that reads them and for masks
-    val_maps = test_maps = None
-    if detector.has_maps and (score.needs_maps or splits.test_masks is not None):
+    val_maps = None
+    if _needs_maps(detector, score, splits):
         val_maps = detector.maps(detector.validation_images_, val_out.reconstructions)
-        test_maps = detector.maps(splits.x_test, test_out.reconstructions)
     validation = Scored(detector.validation_images_, val_out.errors, maps=val_maps)
     score.fit(validation, score_context(cfg, detector, tracker, store))
     lifecycle.set_stage("scoring")
-    test = Scored(splits.x_test, test_out.errors, splits.test_train_index, test_maps)
-    return ScoredImages(
-        score(validation), score(test), None, test_out.reconstructions, val_maps, test_maps,
-        score.describe(detector.error_name),
-    )  # fmt: skip
+    label = score.describe(detector.error_name)
+    return ScoredImages(score(validation), val_maps=val_maps, label=label)
+
+
+def _needs_maps(detector, score: Score, splits: Splits) -> bool:
+    return detector.has_maps and (score.needs_maps or splits.test_masks is not None)
+
+
+def score_test(detector, score: Score, splits: Splits, scored: ScoredImages) -> None:
+    """Scores the test images with the fitted score (into `scored`)."""
+    lifecycle.set_stage("scoring")
+    test_out = detector.errors(splits.x_test, splits.test_train_index)
+    if _needs_maps(detector, score, splits):
+        scored.test_maps = detector.maps(splits.x_test, test_out.reconstructions)
+    test = Scored(splits.x_test, test_out.errors, splits.test_train_index, scored.test_maps)
+    scored.test, scored.reconstructions = score(test), test_out.reconstructions
+
+
+def log_models_beside_scoring(tracker, cfg, detector, score, threshold, splits) -> None:
+    """The fitted models, handed to the run's logging thread, which writes them while the
+    test images are scored (tracking.log_model: false logs none)."""
+    if cfg.tracking.get("log_model", True):
+        lifecycle.set_stage("logging")
+        log_models(tracker, detector, score, threshold, splits.x_test[:4], _map_sigma(cfg))
 
 
 def evaluate(cfg, splits: Splits, detector, scored: ScoredImages, threshold) -> dict:
@@ -242,10 +263,12 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> RunResult:
         splits = load_data(cfg, context, tracker)
         store = ModelStore.for_run(cfg.get("cache"), context.base_dir, tracking_uri, tracker.run_id)
         detector = obtain_detector(cfg, splits, tracker, store)
-        scored = score_images(cfg, detector, score, splits, tracker, store)
+        scored = fit_score(cfg, detector, score, splits, tracker, store)
         threshold = fit_threshold(cfg.threshold, scored.validation)
+        log_models_beside_scoring(tracker, cfg, detector, score, threshold, splits)
+        score_test(detector, score, splits, scored)
         metrics = evaluate(cfg, splits, detector, scored, threshold)
-        log_results(tracker, cfg, splits, detector, score, scored, threshold, metrics, started)
+        log_results(tracker, cfg, splits, detector, scored, threshold, metrics, started)
         result = RunResult(tracker.run_id, tracking_uri, metrics, detector.obtained_.source)
         print_summary(run_name, tracker, metrics, detector.obtained_.source)
     lifecycle.set_stage("finished")
@@ -322,14 +345,13 @@ def load_data(cfg: DictConfig, context: RunContext, tracker: Tracker) -> Splits:
     return splits
 
 
-def log_results(tracker, cfg, splits, detector, score, scored, threshold, metrics, started):
-    """Metrics, plots, scores.csv, the models, and where the time went per stage."""
+def log_results(tracker, cfg, splits, detector, scored, threshold, metrics, started):
+    """Metrics, plots, scores.csv, and where the time went per stage (once the logging thread
+    has written the models)."""
     lifecycle.set_stage("logging")
     tracker.log_metrics(metrics)
-    sigma = _map_sigma(cfg)
-    log_artifacts(tracker, cfg, splits, detector, scored, threshold, metrics, sigma)
-    if cfg.tracking.get("log_model", True):
-        log_models(tracker, detector, score, threshold, splits.x_test[:4], sigma)
+    log_artifacts(tracker, cfg, splits, detector, scored, threshold, metrics, _map_sigma(cfg))
+    tracker.wait_for_background()
     metrics["duration_s"] = time.time() - started
     # where the time went, per stage (training includes the epochs' logging)
     times = {

@@ -170,33 +170,46 @@ def anomaly_maps(
     images: np.ndarray, maps: np.ndarray, captions: list[str], masks: np.ndarray | None = None
 ) -> plt.Figure:
     """Each image above its anomaly map overlaid on it (one colour scale for all), with the
-    ground-truth mask's outline where masks exist."""
-    n = max(1, len(images))
-    fig, axes = plt.subplots(
-        2, n, figsize=(1.5 * n + 0.8, 3.4), squeeze=False, layout="constrained"
-    )
-    top = float(np.max(maps)) if len(maps) else 1.0
-    shown = None
-    for c in range(n):
-        for ax in axes[:, c]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if c >= len(images):
-            continue
-        picture = to_unit(images[c]).squeeze()
-        axes[0, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
-        axes[0, c].set_title(captions[c], fontsize=7)
-        axes[1, c].imshow(picture, cmap="gray", vmin=0, vmax=1)
-        shown = axes[1, c].imshow(maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=top or 1.0)
-        if masks is not None and masks[c].any():
-            for ax in axes[:, c]:
-                ax.contour(masks[c], levels=[0.5], colors="white", linewidths=0.8)
-    axes[0, 0].set_ylabel("image", fontsize=7)
-    axes[1, 0].set_ylabel("anomaly map", fontsize=7)
-    if shown is not None:
-        fig.colorbar(shown, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    ground-truth mask's outline where masks exist; one tiled picture (_montage)."""
+    fig = plt.figure(figsize=(1.5 * max(1, len(images)) + 1.2, 3.6))
     fig.suptitle("Anomaly maps (white: ground-truth mask)", fontsize=9)
+    if not len(images):
+        fig.text(0.5, 0.5, "none", ha="center", va="center")
+        return fig
+    top = float(np.max(maps)) or 1.0
+    scale = matplotlib.colors.Normalize(vmin=0.0, vmax=top)
+    colours = matplotlib.colormaps["jet"](scale(np.asarray(maps, dtype=np.float32)))[..., :3]
+    pictures = [_rgb(image) for image in images]
+    overlays = list(0.5 * np.stack(pictures) + 0.5 * colours)  # the map at alpha 0.5
+    n = len(images)
+    height, width = pictures[0].shape[:2]
+    space = max(4, height // 4)  # the caption's band above each image
+    canvas, cell_h, cell_w = _montage([*pictures, *overlays], n, max(2, width // 10), space)
+    ax = _canvas_axes(fig, canvas, rect=(0.06, 0.0, 0.84, 0.9))
+    ax.set_yticks([space + height / 2, cell_h + space + height / 2], ["image", "anomaly map"],
+                  fontsize=7)  # fmt: skip
+    ax.tick_params(left=False)
+    for k, caption in enumerate(captions[:n]):
+        ax.text((k + 0.5) * cell_w, space * 0.55, caption, ha="center", va="center", fontsize=7)
+    rows, columns = np.arange(height), np.arange(width)
+    for k in range(n if masks is not None else 0):
+        if masks[k].any():
+            left = k * cell_w + max(2, width // 10) // 2
+            for row in range(2):
+                ax.contour(columns + left, rows + row * cell_h + space, masks[k], levels=[0.5],
+                           colors="white", linewidths=0.8)  # fmt: skip
+    bar = fig.add_axes((0.92, 0.05, 0.015, 0.38))
+    fig.colorbar(matplotlib.cm.ScalarMappable(scale, "jet"), cax=bar)
+    bar.tick_params(labelsize=6)
     return fig
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """An image as H×W×3 floats in [0, 1] (gray repeated)."""
+    picture = np.clip(to_unit(image), 0.0, 1.0).astype(np.float32)
+    if picture.ndim == 2:
+        picture = picture[..., None]
+    return np.repeat(picture, 3, axis=-1) if picture.shape[-1] == 1 else picture[..., :3]
 
 
 def maps_by_variant(

@@ -98,9 +98,17 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         return frame
 
 
-def log_detector(detector, score, threshold, example, map_sigma=0.0):
-    """Logs the run's fitted detector, score and threshold as the pyfunc model `detector`
-    (call inside the active run)."""
+def detector_state(detector, score, threshold, map_sigma=0.0) -> bytes:
+    """The deployable detector's state, pickled: the fitted detector, score and threshold as
+    they are now."""
+    state = {"detector": detector, "score": score, "threshold": threshold,
+             "map_sigma": float(map_sigma)}  # fmt: skip
+    return pickle.dumps(state)
+
+
+def log_detector(state: bytes, example, image_shape, kind: str):
+    """Logs a detector_state() as the pyfunc model `detector` of the active run, with the
+    input example `example` (uint8 images as users send them)."""
     from importlib.metadata import version
 
     import keras
@@ -111,9 +119,7 @@ def log_detector(detector, score, threshold, example, map_sigma=0.0):
 
     with tempfile.TemporaryDirectory() as folder:
         state_path = Path(folder, "detector.pkl")
-        state = {"detector": detector, "score": score, "threshold": threshold,
-                 "map_sigma": float(map_sigma)}  # fmt: skip
-        state_path.write_bytes(pickle.dumps(state))
+        state_path.write_bytes(state)
         # MLflow enforces one dtype and rank for a tensor input; the detector takes two of
         # each (checked by as_images), so the input is declared as any array.
         signature = ModelSignature(
@@ -129,7 +135,7 @@ def log_detector(detector, score, threshold, example, map_sigma=0.0):
             code_paths=[str(Path(aead.__file__).parent)],
             signature=signature,
             input_example=np.asarray(example),
-            metadata={"image_shape": list(detector.image_shape_), "kind": detector.kind},
+            metadata={"image_shape": list(image_shape), "kind": kind},
             pip_requirements=[
                 f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
                 f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",

@@ -75,7 +75,7 @@ class ScoredImages:
     and of the test images, with what the plots and pixel metrics need."""
 
     validation: np.ndarray
-    test: np.ndarray
+    test: np.ndarray | None = None  # set once the test images are scored
     predicted: np.ndarray | None = None  # set once the threshold is fitted
     reconstructions: np.ndarray | None = None
     val_maps: np.ndarray | None = None

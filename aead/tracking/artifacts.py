@@ -4,6 +4,7 @@ the models (mlflow.keras and the deployable pyfunc `detector`) and the closing s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -142,18 +143,38 @@ def map_sample_indices(splits: Splits, anomalies: int = 5, normals: int = 2) -> 
 def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: float) -> None:
     """The Keras model (mlflow.keras, where the detector has one) and the deployable pyfunc
     model `detector` (aead.detectors.deploy), with an input example as users send it: uint8 images
-    N×H×W (one channel) or N×H×W×C."""
+    N×H×W (one channel) or N×H×W×C. Both are written by the run's logging thread, beside what
+    the run computes next (the test images' scores); the detector's state is taken now."""
     if detector.keras_model() is not None:
         tracker.log_keras_model(detector.keras_model(), images)
-    from aead.detectors.deploy import log_detector  # MLflow's pyfunc stack: only when logging one
+    from aead.detectors.deploy import detector_state, log_detector  # MLflow's pyfunc stack
 
     example = to_uint8(images)
     example = example[..., 0] if example.shape[-1] == 1 else example
-    retrying(log_detector, detector, score, threshold, example, map_sigma)
+    state = detector_state(detector, score, threshold, map_sigma)
+    tracker.in_background(
+        retrying, log_detector, state, example, detector.image_shape_, detector.kind
+    )
+
+
+def prepare_model_logging() -> None:
+    """What logging the models needs first, for the logging thread to do while the model
+    trains: MLflow's model modules imported, and MLflow's map of the installed packages
+    built (it checks the models' pinned requirements against it: 0.5 s, once per process).
+    A later MLflow that moves the check only loses the head start."""
+    import mlflow.keras  # noqa: F401
+
+    import aead.detectors.deploy  # noqa: F401  (mlflow.pyfunc)
+
+    with contextlib.suppress(ImportError, AttributeError):
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches([f"numpy=={np.__version__}"])
 
 
 def log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:
-    """The run's training, validation and test data in MLflow's dataset panel (lineage)."""
+    """The run's training, validation and test data in MLflow's dataset panel (lineage),
+    written by the logging thread (hashing the images takes a while)."""
     source = splits.description.get("source", "unknown")
     normal = splits.description.get("normal", cfg.scenario.name)
     for context, images, labels, what in (
@@ -161,7 +182,7 @@ def log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:
         ("validation", splits.x_val, None, f"{normal}, validation split"),
         ("test", splits.x_test, splits.y_test, f"{cfg.scenario.name} test set (label 1 = anomaly)"),
     ):
-        tracker.log_dataset(images, labels, what, source, context)
+        tracker.in_background(tracker.log_dataset, images, labels, what, source, context)
 
 
 def print_summary(run_name: str, tracker: Tracker, metrics: dict, source: str) -> None:

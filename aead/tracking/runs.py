@@ -15,7 +15,8 @@ import socket
 import sqlite3
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,7 +152,8 @@ def one_line(exc: BaseException) -> str:
 
 class Tracker:
     """One MLflow run. Leaving the `with` block ends it: FINISHED; KILLED on a signal (tag
-    `aead.end_reason`); FAILED on any other exception (tag `aead.error`, one line)."""
+    `aead.end_reason`); FAILED on any other exception (tag `aead.error`, one line), also one
+    raised by work done in its logging thread (`in_background`)."""
 
     def __init__(
         self,
@@ -167,6 +169,8 @@ class Tracker:
         self.tags = dict(tags or {})
         self.heartbeat_s = float(heartbeat_s)
         self._run = None
+        self._background: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def __enter__(self) -> Tracker:
         # MLflow prints its own run link, unmasked; aead prints a masked one at the end
@@ -193,9 +197,17 @@ class Tracker:
         retrying(client.set_terminated, self.run_id, "KILLED")
 
     def __exit__(self, exc_type, exc, tb):
+        failed_in_background = None
+        stopped = isinstance(exc, KeyboardInterrupt)  # a signal (aead.tracking.lifecycle)
+        if exc_type is None:
+            try:  # what the logging thread still does belongs to the run: waited for
+                self.wait_for_background()
+            except Exception as error:  # noqa: BLE001 - it ends the run FAILED, then raised
+                failed_in_background = exc = error
+        self._stop_background(drop_queued=stopped)
         self._unregister()
         self._heartbeat.stop()
-        if exc_type is None:
+        if exc is None:
             status, tags = "FINISHED", {}
         elif isinstance(exc, lifecycle.Interrupted):
             status, tags = "KILLED", {"aead.end_reason": exc.reason}
@@ -215,7 +227,41 @@ class Tracker:
                 retrying(mlflow.end_run, status=status)
             finally:
                 self._active.__exit__(None, None, None)
+        if failed_in_background is not None:
+            raise failed_in_background
         return False
+
+    def in_background(self, work: Callable, *args, **kwargs) -> None:
+        """Runs work(*args, **kwargs) in the run's logging thread, in the order submitted,
+        while the run goes on (the models are logged while the test images are scored). Its
+        MLflow calls log to this run; an error in it is raised by wait_for_background() (or
+        on leaving the `with` block), so the run ends FAILED with it. The thread is one
+        core's work beside the main thread's: TensorFlow's kernels leave Python's lock free."""
+        if self._background is None:
+            self._background = ThreadPoolExecutor(
+                1, thread_name_prefix="aead-logging", initializer=self._attach_thread
+            )
+        self._pending.append(self._background.submit(work, *args, **kwargs))
+
+    def _attach_thread(self) -> None:
+        # MLflow's active run is per thread: the logging thread resumes this run as its own
+        retrying(mlflow.start_run, run_id=self.run_id)
+
+    def wait_for_background(self) -> None:
+        """Blocks until the logging thread has done everything submitted; raises its first
+        error."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def _stop_background(self, drop_queued: bool) -> None:
+        """Leaving the run: the logging thread finishes its work (after a signal only the
+        call under way: the rest is dropped, to stop soon); an error of that work, when the
+        run fails anyway, is the run's own error's shadow and not raised."""
+        if self._background is not None:
+            self._background.shutdown(wait=True, cancel_futures=drop_queued)
+            self._background = None
+        self._pending = []
 
     @property
     def run_id(self) -> str:
@@ -301,15 +347,20 @@ class Tracker:
         from aead.detectors.models import predict
 
         signature = infer_signature(sample_input, predict(model, sample_input))
-        retrying(
-            mlflow.keras.log_model,
+        # written by the logging thread: the model is trained and no longer changes
+        self.in_background(
+            retrying, mlflow.keras.log_model,
             model, name=name, pip_requirements=requirements, signature=signature,
         )  # fmt: skip
 
     def epoch_logger(self) -> keras.callbacks.Callback:
         from aead.tracking.callbacks import EpochLogger
 
-        return EpochLogger()
+        return EpochLogger(self.log_metrics_soon)
+
+    def log_metrics_soon(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """log_metrics by the logging thread: training does not wait for the store."""
+        self.in_background(self.log_metrics, dict(metrics), step)
 
 
 # ----------------------------------------------------------------------------- reading runs

@@ -1,0 +1,117 @@
+"""The synthetic-defects benchmark's table from its MLflow runs: per detector cell and
+category, pixel ROC-AUC and AUPRO (mean ± sample std over seeds), the mean over the
+categories, and for each autoencoder cell whether it beats both baselines on every category;
+then the maps issue's goal checked for the best autoencoder cell (by mean pixel ROC-AUC).
+
+    python scripts/defects_table.py [--tracking-uri URI] [--experiment synthetic_defects]
+
+Run the benchmark first (it resumes: a finished job is skipped):
+    python -m aead.data.synthetic defects --seed 0
+    python -m aead.run -m hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+        experiment=synthetic_defects_benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pandas as pd
+
+from aead.tracking.runs import resolve_tracking_uri, search_runs
+
+BASELINES = ("golden_template", "patch_nn")
+CATEGORIES = ("woven", "grain", "carpet", "grid")
+GOAL = {"pixel_roc_auc": 0.97, "pixel_aupro": 0.90}
+
+
+def cell_name(row: pd.Series) -> str:
+    model = row["params.model.name"]
+    return model if model in BASELINES else f"{model} {row['params.loss.name']}"
+
+
+def table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per cell × category: mean and std over seeds and the seed count; per cell: the mean
+    over categories), for pixel ROC-AUC and AUPRO."""
+    runs = runs.assign(
+        cell=runs.apply(cell_name, axis=1),
+        category=runs["params.category"],
+        pixel_roc_auc=runs["metrics.pixel_roc_auc"],
+        pixel_aupro=runs["metrics.pixel_aupro"],
+    )
+    grouped = runs.groupby(["cell", "category"])[list(GOAL)]
+    per_category = grouped.agg(["mean", "std"])
+    per_category[("seeds", "")] = grouped.size()
+    means = per_category.xs("mean", axis=1, level=1).groupby(level="cell").mean()
+    return per_category, means.sort_values("pixel_roc_auc", ascending=False)
+
+
+def markdown(per_category: pd.DataFrame, means: pd.DataFrame) -> str:
+    categories = [c for c in CATEGORIES if c in per_category.index.get_level_values("category")]
+    head = "| cell | " + " | ".join(categories) + " | mean | above both baselines on each |"
+    lines = [head, "|" + "---|" * (len(categories) + 3)]
+    best_baseline = {
+        (metric, category): max(
+            per_category.loc[(b, category), (metric, "mean")]
+            for b in BASELINES
+            if (b, category) in per_category.index
+        )
+        if any((b, category) in per_category.index for b in BASELINES)
+        else float("nan")
+        for metric in GOAL
+        for category in categories
+    }
+    for cell, mean in means.iterrows():
+        cells = []
+        for category in categories:
+            if (cell, category) not in per_category.index:
+                cells.append("–")
+                continue
+            row = per_category.loc[(cell, category)]
+            seeds = int(row[("seeds", "")])
+            cells.append(
+                f"{row[('pixel_roc_auc', 'mean')]:.3f} / {row[('pixel_aupro', 'mean')]:.3f}"
+                + (f" ({seeds} seeds)" if seeds != 3 else "")
+            )
+        if cell in BASELINES:
+            above = "(baseline)"
+        else:
+            above = "yes" if all(
+                (cell, c) in per_category.index
+                and per_category.loc[(cell, c), (metric, "mean")] > best_baseline[(metric, c)]
+                for metric in GOAL
+                for c in categories
+            ) else "no"  # fmt: skip
+        lines.append(
+            f"| {cell} | " + " | ".join(cells)
+            + f" | **{mean['pixel_roc_auc']:.3f}** / {mean['pixel_aupro']:.3f} | {above} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--experiment", default="synthetic_defects")
+    args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(".", args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    runs = search_runs(uri, [args.experiment], "attributes.status = 'FINISHED'", 100_000)
+    runs = runs.dropna(subset=["metrics.pixel_roc_auc"])
+    if runs.empty:
+        raise SystemExit(f"no finished runs with pixel metrics in {args.experiment} at {uri}")
+    per_category, means = table(runs)
+    print(f"{len(runs)} finished runs; each cell: pixel ROC-AUC / AUPRO, mean over seeds")
+    print(markdown(per_category, means))
+    autoencoders = means.drop(index=[b for b in BASELINES if b in means.index])
+    if not autoencoders.empty:
+        best, figures = autoencoders.index[0], autoencoders.iloc[0]
+        met = all(figures[metric] >= goal for metric, goal in GOAL.items())
+        print(
+            f"best autoencoder cell: {best}, pixel ROC-AUC {figures['pixel_roc_auc']:.3f}, "
+            f"AUPRO {figures['pixel_aupro']:.3f} over the categories "
+            f"(goal ≥ 0.97 / ≥ 0.90: {'met' if met else 'not met'})"
+        )
+
+
+if __name__ == "__main__":
+    main()
