@@ -3,7 +3,8 @@
 MNIST and Fashion-MNIST scored) as a plain Keras script and as an aead run, each a whole
 process, in one invocation, alternating (`--rounds`, the fastest of each side counts), into a
 store made beforehand (its one-time creation timed on its own). Prints both wall times, their
-ratio, aead's time per stage (the run's logged `time_<stage>_s`), and the wall time of a run
+ratio, each round's ratio (plain and aead back to back: the machine's drift between rounds
+left out) and their median, aead's time per stage (the run's logged `time_<stage>_s`), and the wall time of a run
 that reuses the model from the cache (a threshold variant: the case that dominates big sweeps).
 
     AEAD_DATA_DIR=../shared/datasets python scripts/benchmark_overhead.py [--workdir DIR]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,8 +63,8 @@ def timed(command: list[str], env: dict, log: Path) -> float:
     return wall
 
 
-def _listed(seconds: list[float]) -> str:
-    return ", ".join(f"{s:.1f}" for s in seconds)
+def _listed(values: list[float], digits: int = 1) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
 def main() -> None:
@@ -112,7 +114,10 @@ def main() -> None:
     aead_auc = f"ROC-AUC {fastest['metrics.roc_auc']:.4f}"
     print(f"aead run       : {aead_wall:6.1f} s  (whole process, fastest of "
           f"{_listed(aead_walls)}; {aead_auc})")  # fmt: skip
-    print(f"ratio          : {aead_wall / plain_wall:.2f}x  (aead / plain)")
+    print(f"ratio          : {aead_wall / plain_wall:.2f}x  (aead / plain, fastest of each)")
+    # each round's pair ran back to back, so its ratio leaves out the machine's drift
+    paired = sorted(a / p for a, p in zip(aead_walls, plain_walls, strict=True))
+    print(f"paired ratios  : {_listed(paired, 2)}; median {statistics.median(paired):.2f}x")
     print(f"reusing variant: {reuse_wall:6.1f} s  (threshold=percentile, model from the cache)")
     stages = sorted(c for c in runs if c.startswith("metrics.time_") and c.endswith("_s"))
     print(f"{'aead stage':<24}{'trained run':>14}{'reusing run':>14}")

@@ -344,9 +344,9 @@ class Tracker:
 
         # Explicit requirements: MLflow's inference would reload the model in a subprocess.
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        from aead.detectors.models import predict
-
-        signature = infer_signature(sample_input, predict(model, sample_input))
+        # the output's spec from the model itself (a prediction costs a Keras predict call)
+        output = np.zeros((len(sample_input), *model.output_shape[1:]), model.outputs[0].dtype)
+        signature = infer_signature(sample_input, output)
         # written by the logging thread: the model is trained and no longer changes
         self.in_background(
             retrying, mlflow.keras.log_model,
