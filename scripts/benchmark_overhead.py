@@ -4,8 +4,9 @@ MNIST and Fashion-MNIST scored) as a plain Keras script and as an aead run, each
 process, in one invocation, alternating (`--rounds`, the fastest of each side counts), into a
 store made beforehand (its one-time creation timed on its own). Prints both wall times, their
 ratio, each round's ratio (plain and aead back to back: the machine's drift between rounds
-left out) and their median, aead's time per stage (the run's logged `time_<stage>_s`), and the wall time of a run
-that reuses the model from the cache (a threshold variant: the case that dominates big sweeps).
+left out) and their median, aead's time per stage (the run's logged `time_<stage>_s`), and
+the wall time of a run that reuses the model from the cache (a threshold variant: the case
+that dominates big sweeps).
 
     AEAD_DATA_DIR=../shared/datasets python scripts/benchmark_overhead.py [--workdir DIR]
 """
