@@ -87,7 +87,7 @@ def obtain_detector(cfg: DictConfig, splits: Splits, tracker: Tracker, store: Mo
     reused from the store when an earlier run trained exactly the same training
     configuration; tags the run with which it was and who trained it."""
     lifecycle.set_stage("training")
-    if cfg.tracking.get("log_model", True):  # while the model trains
+    if _logs_models(cfg):  # while the model trains
         tracker.in_background(prepare_model_logging)
     detector = build_detector(_container(cfg.model), _container(cfg.loss))
     if cfg.trainer.get("kfold") and not detector.supports_kfold:
@@ -190,10 +190,14 @@ def score_test(detector, score: Score, splits: Splits, scored: ScoredImages) -> 
     scored.test, scored.reconstructions = score(test), test_out.reconstructions
 
 
+def _logs_models(cfg: DictConfig) -> bool:
+    return bool(cfg.tracking.get("log_model", True))
+
+
 def log_models_beside_scoring(tracker, cfg, detector, score, threshold, splits) -> None:
     """The fitted models, handed to the run's logging thread, which writes them while the
     test images are scored (tracking.log_model: false logs none)."""
-    if cfg.tracking.get("log_model", True):
+    if _logs_models(cfg):
         lifecycle.set_stage("logging")
         log_models(tracker, detector, score, threshold, splits.x_test[:4], _map_sigma(cfg))
 

@@ -184,7 +184,8 @@ def anomaly_maps(
     n = len(images)
     height, width = pictures[0].shape[:2]
     space = max(4, height // 4)  # the caption's band above each image
-    canvas, cell_h, cell_w = _montage([*pictures, *overlays], n, max(2, width // 10), space)
+    gap = max(2, width // 10)
+    canvas, cell_h, cell_w = _montage([*pictures, *overlays], n, gap, space)
     ax = _canvas_axes(fig, canvas, rect=(0.06, 0.0, 0.84, 0.9))
     ax.set_yticks([space + height / 2, cell_h + space + height / 2], ["image", "anomaly map"],
                   fontsize=7)  # fmt: skip
@@ -194,7 +195,7 @@ def anomaly_maps(
     rows, columns = np.arange(height), np.arange(width)
     for k in range(n if masks is not None else 0):
         if masks[k].any():
-            left = k * cell_w + max(2, width // 10) // 2
+            left = k * cell_w + gap // 2  # where _montage put image k
             for row in range(2):
                 ax.contour(columns + left, rows + row * cell_h + space, masks[k], levels=[0.5],
                            colors="white", linewidths=0.8)  # fmt: skip
