@@ -44,3 +44,30 @@ def make_config(tmp_path):
             return compose("config", overrides=[*(QUICK if quick else []), *isolated, *overrides])
 
     return _make
+
+
+# What aead writes where it runs; the suite must write it under tmp_path, never into the repo.
+GENERATED = ("mlruns", "outputs", "multirun", ".aead_cache")
+
+
+def _generated_files() -> set[str]:
+    return {
+        str(path.relative_to(REPO))
+        for name in GENERATED
+        if (REPO / name).exists()
+        for path in (REPO / name).rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_clean():
+    """Fails the session (at the last test's teardown) when a test wrote run output into the
+    repository: a store, cache or Hydra folder that belongs under the test's tmp_path."""
+    before = _generated_files()
+    yield
+    written = sorted(_generated_files() - before)
+    assert not written, (
+        f"the tests wrote {len(written)} files into the repository, e.g. {written[:3]}: "
+        "point tracking.uri, cache.dir, hydra.run.dir (and a store's artifact root) at tmp_path"
+    )

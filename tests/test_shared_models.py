@@ -19,7 +19,8 @@ KEY = "ab" * 32
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("jobs")
+    # artifacts in the test's folder (a SQLite store's default root is ./mlruns)
+    experiment = client.create_experiment("jobs", (tmp_path / "artifacts").as_uri())
     yield uri, client, experiment
     for run in client.search_runs([experiment], "attributes.status = 'RUNNING'"):
         client.set_terminated(run.info.run_id, "FINISHED")  # the workers' runs end with the test
