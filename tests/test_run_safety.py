@@ -169,3 +169,32 @@ def test_a_signal_inside_a_critical_section_waits_for_a_safe_point():
         "raised at the safe point: SIGTERM during start-up",
     ], done.stderr
     assert done.returncode == 143
+
+
+SIGNAL_NEVER_REACHING_A_SAFE_POINT = """
+import os, signal, time
+from aead.tracking import lifecycle
+lifecycle.FORCE_EXIT_AFTER_S = 1.0
+lifecycle.install_signal_handlers()
+lifecycle.on_force_exit(lambda reason: print("ended the run:", reason, flush=True))
+with lifecycle.critical():
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(300):  # stuck (native code that never returns to a safe point)
+        time.sleep(0.1)
+print("never printed", flush=True)
+"""
+
+
+def test_a_stalled_stop_is_forced_by_the_watchdog_which_says_so():
+    """A job that never reaches a safe point after a signal: the watchdog runs the registered
+    clean-up (the run ended KILLED), says why the process stops, and exits 128 + signal."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_NEVER_REACHING_A_SAFE_POINT], capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["ended the run: SIGTERM during start-up"], done.stderr
+    assert done.returncode == 143
+    assert "[aead] stopped: SIGTERM during start-up; forced after 1 s" in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -173,6 +174,15 @@ def _watchdog(signum: int, reason: str) -> None:
             action(reason)
         except Exception:  # best effort: the process is going away either way
             pass
+    # the unwinding that would have said so stalled (a job stuck in native code, a pool
+    # that does not stop): said here, or the process would end without a word
+    print(
+        f"[aead] stopped: {reason}; forced after {FORCE_EXIT_AFTER_S:.0f} s (a job did not "
+        "stop in time; a run it left RUNNING is ended KILLED by the next sweep or "
+        "aead-end-lost-runs)",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(128 + signum)
 
 
