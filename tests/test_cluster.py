@@ -163,6 +163,7 @@ def kill_and_stop_ray_sweep(folder: Path, env: dict, client, name: str = "ray-st
     times under load by scripts/stress_ray_stop.py."""
     command = [
         sys.executable, "-m", "aead.run", "-m", *QUICK, "trainer.epochs=500",
+        "trainer.patience=0",  # no early stop: the job still trains when it is killed
         "hydra/launcher=ray", "seed=0,1", f"experiment_name={name}",
         f"hydra.sweep.dir={folder / name}", f"cache.dir={folder / name}-cache",
     ]  # fmt: skip

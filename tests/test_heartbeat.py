@@ -89,6 +89,7 @@ def _tail(job: subprocess.Popen, lines: int = 40) -> str:
 def _job(tmp_path, name: str, env: dict, *overrides: str) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "aead.run", *QUICK, "model=dense", "trainer.epochs=500",
+        "trainer.patience=0",  # no early stop: a loaded machine must not see the model finish
         "tracking.log_model=false", "tracking.heartbeat_s=1", f"hydra.run.dir={tmp_path / name}",
         *overrides,
     ]  # fmt: skip

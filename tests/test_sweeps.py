@@ -57,6 +57,7 @@ def _interrupt_during_training(tmp_path, signum, multirun, overrides):
     store, command, env = _aead(
         tmp_path,
         "trainer.epochs=200",
+        "trainer.patience=0",  # no early stop before the signal
         "data.train_limit=3000",
         "data.test_limit=200",
         "data.download=false",
