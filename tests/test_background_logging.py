@@ -89,3 +89,26 @@ def test_a_stopped_run_finishes_the_call_under_way_and_drops_the_queued_one(uri)
     [run] = _runs(uri)
     assert run.info.status == "KILLED"
     assert run.data.tags["aead.end_reason"] == "SIGTERM during scoring"
+
+
+def test_models_are_logged_without_mlflows_requirements_check_and_it_comes_back(uri):
+    # aead pins each requirement to the version running here; MLflow's check of them costs a
+    # scan of every installed package. Skipped while aead logs a model, back afterwards.
+    from mlflow.utils import requirements_utils
+
+    outdated = "numpy==0.0.1"  # a requirement this environment does not meet
+    assert requirements_utils._check_requirement_satisfied(outdated) is not None
+    seen = []
+
+    def log_model(requirement: str) -> None:
+        seen.append(requirements_utils._check_requirement_satisfied(requirement))
+        mlflow.log_text(requirement, "model/requirements.txt")
+
+    with Tracker(uri, "jobs", "working") as tracker:
+        tracker.log_model_soon(log_model, outdated)
+    assert seen == [None]
+    assert requirements_utils._check_requirement_satisfied(outdated) is not None
+    client = MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "model")] == [
+        "model/requirements.txt"
+    ]

@@ -4,7 +4,6 @@ the models (mlflow.keras and the deployable pyfunc `detector`) and the closing s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,7 @@ import pandas as pd
 from aead import plots
 from aead.data.sources import to_uint8
 from aead.scoring.maps import smooth
-from aead.tracking.runs import Tracker, retrying, ui_command
+from aead.tracking.runs import Tracker, ui_command
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -152,24 +151,15 @@ def log_models(tracker: Tracker, detector, score, threshold, images, map_sigma: 
     example = to_uint8(images)
     example = example[..., 0] if example.shape[-1] == 1 else example
     state = detector_state(detector, score, threshold, map_sigma)
-    tracker.in_background(
-        retrying, log_detector, state, example, detector.image_shape_, detector.kind
-    )
+    tracker.log_model_soon(log_detector, state, example, detector.image_shape_, detector.kind)
 
 
 def prepare_model_logging() -> None:
     """What logging the models needs first, for the logging thread to do while the model
-    trains: MLflow's model modules imported, and MLflow's map of the installed packages
-    built (it checks the models' pinned requirements against it: 0.5 s, once per process).
-    A later MLflow that moves the check only loses the head start."""
+    trains: MLflow's model modules imported."""
     import mlflow.keras  # noqa: F401
 
     import aead.detectors.deploy  # noqa: F401  (mlflow.pyfunc)
-
-    with contextlib.suppress(ImportError, AttributeError):
-        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-
-        warn_dependency_requirement_mismatches([f"numpy=={np.__version__}"])
 
 
 def log_datasets(tracker: Tracker, cfg: DictConfig, splits: Splits) -> None:

@@ -348,10 +348,15 @@ class Tracker:
         output = np.zeros((len(sample_input), *model.output_shape[1:]), model.outputs[0].dtype)
         signature = infer_signature(sample_input, output)
         # written by the logging thread: the model is trained and no longer changes
-        self.in_background(
-            retrying, mlflow.keras.log_model,
+        self.log_model_soon(
+            mlflow.keras.log_model,
             model, name=name, pip_requirements=requirements, signature=signature,
         )  # fmt: skip
+
+    def log_model_soon(self, log_model: Callable, *args, **kwargs) -> None:
+        """log_model(*args, **kwargs) (an MLflow flavour's) by the logging thread, without
+        MLflow's check of the pinned requirements (see requirements_as_pinned)."""
+        self.in_background(_log_model_as_pinned, log_model, *args, **kwargs)
 
     def epoch_logger(self) -> keras.callbacks.Callback:
         from aead.tracking.callbacks import EpochLogger
@@ -361,6 +366,36 @@ class Tracker:
     def log_metrics_soon(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """log_metrics by the logging thread: training does not wait for the store."""
         self.in_background(self.log_metrics, dict(metrics), step)
+
+
+@contextlib.contextmanager
+def requirements_as_pinned():
+    """While a model is logged, MLflow's check of its pip requirements against this Python
+    environment is skipped: aead pins every requirement to the version running here, so the
+    check cannot find a mismatch, and it costs a scan of every installed package's files (2.2
+    CPU-seconds per process, measured with py-spy, on the cores training uses). The check
+    still runs where it matters: when a model is loaded in another environment (serving). An
+    MLflow without this helper is left as it is (it then just checks)."""
+    from mlflow.utils import requirements_utils
+
+    check = getattr(requirements_utils, "_check_requirement_satisfied", None)
+    if check is None:
+        yield
+        return
+    requirements_utils._check_requirement_satisfied = _pinned_here
+    try:
+        yield
+    finally:
+        requirements_utils._check_requirement_satisfied = check
+
+
+def _pinned_here(requirement: str) -> None:
+    return None  # no mismatch: aead pinned it to this environment
+
+
+def _log_model_as_pinned(log_model: Callable, *args, **kwargs):
+    with requirements_as_pinned():
+        return retrying(log_model, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- reading runs
