@@ -4,9 +4,10 @@ MNIST and Fashion-MNIST scored) as a plain Keras script and as an aead run, each
 process, in one invocation, alternating (`--rounds`, the fastest of each side counts), into a
 store made beforehand (its one-time creation timed on its own). Prints both wall times, their
 ratio, each round's ratio (plain and aead back to back: the machine's drift between rounds
-left out) and their median, aead's time per stage (the run's logged `time_<stage>_s`), and
-the wall time of a run that reuses the model from the cache (a threshold variant: the case
-that dominates big sweeps).
+left out) and their median, both sides' CPU time (user + system of every thread, the median
+of the rounds: it moves less than wall time when other work shares the machine), aead's time
+per stage (the run's logged `time_<stage>_s`), and the wall time of a run that reuses the
+model from the cache (a threshold variant: the case that dominates big sweeps).
 
     AEAD_DATA_DIR=../shared/datasets python scripts/benchmark_overhead.py [--workdir DIR]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,13 +56,18 @@ PLAIN = textwrap.dedent(
 )
 
 
-def timed(command: list[str], env: dict, log: Path) -> float:
+def timed(command: list[str], env: dict, log: Path, cpu: list[float] | None = None) -> float:
+    """The process's wall time; its CPU time (user + system, every thread) appended to cpu."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(log, "w") as out:
         done = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command[:4])} failed (exit {done.returncode}); see {log}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return wall
 
 
@@ -88,10 +95,11 @@ def main() -> None:
     # made (and timed) here, so that both aead runs below are timed as those later runs.
     create = f"from aead.tracking.runs import prepare_store; prepare_store({store!r})"
     store_wall = timed([sys.executable, "-c", create], env, work / "store.log")
-    plain_walls, aead_walls = [], []
+    plain_walls, aead_walls, plain_cpus, aead_cpus = [], [], [], []
     for round_ in range(args.rounds):  # alternating: the machine's speed drifts
-        plain_walls.append(timed([sys.executable, "-c", PLAIN], env, work / "plain.log"))
-        aead_walls.append(timed(aead(f"cache{round_}"), env, work / "aead.log"))
+        plain = [sys.executable, "-c", PLAIN]
+        plain_walls.append(timed(plain, env, work / "plain.log", plain_cpus))
+        aead_walls.append(timed(aead(f"cache{round_}"), env, work / "aead.log", aead_cpus))
     reuse_wall = timed([*aead(f"cache{args.rounds - 1}"), "threshold=percentile"], env,
                        work / "reuse.log")  # fmt: skip
 
@@ -119,6 +127,11 @@ def main() -> None:
     # each round's pair ran back to back, so its ratio leaves out the machine's drift
     paired = sorted(a / p for a, p in zip(aead_walls, plain_walls, strict=True))
     print(f"paired ratios  : {_listed(paired, 2)}; median {statistics.median(paired):.2f}x")
+    # CPU time moves less than wall time where other machines' work steals this one's cores
+    plain_cpu, aead_cpu = statistics.median(plain_cpus), statistics.median(aead_cpus)
+    print(f"CPU time       : plain {plain_cpu:.1f} s ({_listed(plain_cpus)}), "
+          f"aead {aead_cpu:.1f} s ({_listed(aead_cpus)}); "
+          f"ratio of medians {aead_cpu / plain_cpu:.2f}x")  # fmt: skip
     print(f"reusing variant: {reuse_wall:6.1f} s  (threshold=percentile, model from the cache)")
     stages = sorted(c for c in runs if c.startswith("metrics.time_") and c.endswith("_s"))
     print(f"{'aead stage':<24}{'trained run':>14}{'reusing run':>14}")

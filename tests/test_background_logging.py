@@ -1,6 +1,7 @@
 """The run's logging thread (Tracker.in_background): its work lands in the run, in order, off
 the main thread; its error ends the run FAILED and is raised; a run that fails keeps its own
-error and its queued logging, a stopped one drops what is queued. A real SQLite store."""
+error and its queued logging, a stopped one drops what is queued; models are logged without
+MLflow's checks that cannot fail for aead's models. A real SQLite store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import threading
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -112,3 +114,30 @@ def test_models_are_logged_without_mlflows_requirements_check_and_it_comes_back(
     assert [a.path for a in client.list_artifacts(tracker.run_id, "model")] == [
         "model/requirements.txt"
     ]
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_keeps_its_input_example_without_mlflow_reloading_it_to_serve_it(uri, monkeypatch):
+    # MLflow reloads a model with an input example and serves the example (for aead's
+    # detector: unpickling it whole again, 0.9 CPU-s a run); aead's example is served in
+    # tests/test_detector.py instead. Outside aead's logging, MLflow reloads it as before.
+    from mlflow.models import utils as model_utils
+
+    reloads = []
+    monkeypatch.setattr(model_utils, "_validate_serving_input", lambda **k: reloads.append(k))
+    example = np.arange(6.0).reshape(2, 3)
+    settings = {"python_model": _Echo(), "input_example": example, "pip_requirements": ["numpy"]}
+    with Tracker(uri, "jobs", "working") as tracker:
+        tracker.log_model_soon(mlflow.pyfunc.log_model, name="echo", **settings)
+    assert reloads == []
+    model = mlflow.models.Model.load(f"runs:/{tracker.run_id}/echo")
+    np.testing.assert_array_equal(model.load_input_example(), example)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("jobs")  # its artifacts beside the store, as aead made it
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="echo", **settings)
+    assert len(reloads) == 1

@@ -355,8 +355,8 @@ class Tracker:
 
     def log_model_soon(self, log_model: Callable, *args, **kwargs) -> None:
         """log_model(*args, **kwargs) (an MLflow flavour's) by the logging thread, without
-        MLflow's check of the pinned requirements (see requirements_as_pinned)."""
-        self.in_background(_log_model_as_pinned, log_model, *args, **kwargs)
+        MLflow's checks that cannot fail for aead's models (see known_good_model_logging)."""
+        self.in_background(_log_known_good_model, log_model, *args, **kwargs)
 
     def epoch_logger(self) -> keras.callbacks.Callback:
         from aead.tracking.callbacks import EpochLogger
@@ -369,32 +369,52 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def requirements_as_pinned():
-    """While a model is logged, MLflow's check of its pip requirements against this Python
-    environment is skipped: aead pins every requirement to the version running here, so the
-    check cannot find a mismatch, and it costs a scan of every installed package's files (2.2
-    CPU-seconds per process, measured with py-spy, on the cores training uses). The check
-    still runs where it matters: when a model is loaded in another environment (serving). An
-    MLflow without this helper is left as it is (it then just checks)."""
+def known_good_model_logging():
+    """While aead logs a model, two of MLflow's checks that cannot fail for it are skipped;
+    each cost CPU-seconds per run on the cores training and scoring use (measured with
+    py-spy), and the artifacts written are the same:
+    - the pip requirements against this Python environment: aead pins every requirement to
+      the version running here, so no mismatch can be found, and the check scans every
+      installed package's files (2.2 CPU-seconds per process). A serving process still checks
+      when it loads the model in another environment.
+    - the input example served by the model reloaded from disk: aead's detector and its example
+      are the same for every run (images in, score and is_anomaly out), served over REST and
+      loaded where aead is not installed in tests/test_detector.py; reloading it unpickles
+      the whole detector again (0.9 CPU-seconds per run). The example is still logged.
+    An MLflow without these helpers is left as it is (it then just checks)."""
+    from mlflow.models import utils as model_utils
     from mlflow.utils import requirements_utils
 
-    check = getattr(requirements_utils, "_check_requirement_satisfied", None)
-    if check is None:
+    with (
+        _replaced(requirements_utils, "_check_requirement_satisfied", _pinned_here),
+        _replaced(model_utils, "_validate_serving_input", _served_in_tests),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _replaced(module, name: str, stand_in: Callable):
+    original = getattr(module, name, None)
+    if original is None:
         yield
         return
-    requirements_utils._check_requirement_satisfied = _pinned_here
+    setattr(module, name, stand_in)
     try:
         yield
     finally:
-        requirements_utils._check_requirement_satisfied = check
+        setattr(module, name, original)
 
 
 def _pinned_here(requirement: str) -> None:
     return None  # no mismatch: aead pinned it to this environment
 
 
-def _log_model_as_pinned(log_model: Callable, *args, **kwargs):
-    with requirements_as_pinned():
+def _served_in_tests(model_uri, serving_input) -> None:
+    return None  # the detector's example is served in tests/test_detector.py
+
+
+def _log_known_good_model(log_model: Callable, *args, **kwargs):
+    with known_good_model_logging():
         return retrying(log_model, *args, **kwargs)
 
 
