@@ -154,6 +154,8 @@ RULES: dict[str, Rule] = {
     "model.patch": integer(1),
     "model.stride": integer(1),
     "model.bank_size": integer(1),
+    "model.stage": integer(0),
+    "model.neighbourhood": integer(1),
     # PyOD's settings (model.params) that aead's configs set; PyOD checks the rest itself
     "model.params.n_neighbors": integer(1),
     "model.params.n_estimators": integer(1),

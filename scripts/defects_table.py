@@ -27,7 +27,13 @@ GOAL = {"pixel_roc_auc": 0.97, "pixel_aupro": 0.90}
 
 def cell_name(row: pd.Series) -> str:
     model = row["params.model.name"]
-    return model if model in BASELINES else f"{model} {row['params.loss.name']}"
+    if model in BASELINES:
+        return model
+    # a detector on an autoencoder's features is named by that autoencoder, not the loss group
+    autoencoder = row.get("params.model.autoencoder.model")
+    if isinstance(autoencoder, str) and autoencoder:
+        return f"{model} ({autoencoder} {row['params.model.autoencoder.loss']})"
+    return f"{model} {row['params.loss.name']}"
 
 
 def table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

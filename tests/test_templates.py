@@ -1,6 +1,7 @@
 """The two training-free per-pixel baselines (aead.detectors.templates): the golden template's
 z-score map and the patch nearest-neighbour distance map, worked by hand on tiny images, and
-both as logged runs on the synthetic defect folders, with pixel metrics."""
+both as logged runs on the synthetic defect folders, with pixel metrics; the patch nearest
+neighbour on an autoencoder's features (aead.detectors.feature_nn)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,60 @@ def test_patch_nn_map_is_the_distance_to_the_nearest_normal_patch():
     np.testing.assert_array_equal(restored.maps(test), maps)
 
 
+FEATURE_NN = {"name": "feature_nn", "kind": "feature_nn", "autoencoder": {"model": "conv"},
+              "stage": 0, "neighbourhood": 1, "bank_size": 100000}  # fmt: skip
+
+
+def _feature_fitted(settings, x_train):
+    detector = build_detector(settings)
+    trainer = {"epochs": 1, "batch_size": 8, "learning_rate": 0.001, "patience": 0, "verbose": 0}
+    detector.fit(TrainingData(x_train, x_train[:2]), Training(trainer, 0, ModelStore(None)))
+    return detector
+
+
+def test_feature_nn_map_is_the_distance_of_the_encoders_features_to_the_nearest_normal_ones():
+    rng = np.random.default_rng(0)
+    x_train = rng.random((8, 16, 16, 1)).astype(np.float32)
+    detector = _feature_fitted(FEATURE_NN, x_train)
+    assert detector.helpers()["aead.autoencoder"].obtained_.source == "trained"
+    # every location of every training image is in the bank: a training image maps to 0
+    test = x_train[:2].copy()
+    test[1, :4, :4, 0] = 1.0 - test[1, :4, :4, 0]  # a defect in the top-left corner
+    maps = detector.maps(test)
+    assert maps.shape == (2, 16, 16)
+    np.testing.assert_allclose(maps[0], 0.0, atol=1e-5)
+    # the first conv layer sees 3×3 pixels: the defect changes the map there, not far away
+    assert maps[1, :4, :4].min() > 1e-3
+    np.testing.assert_allclose(maps[1, 8:, 8:], 0.0, atol=1e-5)
+    # the same distances as the nearest neighbour of the conv layer's output, by hand
+    from aead.detectors.feature_nn import encoder_convs
+
+    autoencoder = detector.autoencoder_.model_
+    layer = encoder_convs(autoencoder)[0]
+    import keras
+
+    extract = keras.Model(autoencoder.inputs, layer.output)
+    bank = extract.predict(x_train, verbose=0).reshape(-1, layer.output.shape[-1])
+    query = extract.predict(test[1:], verbose=0)[0]
+    by_hand = np.linalg.norm(query[:, :, None, :] - bank[None, None], axis=-1).min(axis=-1)
+    np.testing.assert_allclose(maps[1], by_hand, rtol=1e-4, atol=1e-5)
+    assert detector.errors(test).errors[1] == pytest.approx(by_hand.max(), rel=1e-4)
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_allclose(restored.maps(test), maps, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"autoencoder": None}, "needs model.autoencoder.model"),
+        ({"stage": 3}, "model.stage=3: the conv autoencoder's encoder has 3 conv layers"),
+    ],
+)
+def test_feature_nn_needs_an_autoencoder_and_one_of_its_conv_layers(change, says):
+    with pytest.raises(ConfigError, match=says):
+        _feature_fitted({**FEATURE_NN, **change}, np.zeros((4, 16, 16, 1), np.float32))
+
+
 def test_patch_larger_than_the_images_is_refused():
     settings = {"name": "patch_nn", "kind": "patch_nn", "patch": 9}
     with pytest.raises(ConfigError, match="model.patch=9 is larger than the images"):
@@ -72,7 +127,11 @@ def test_patch_larger_than_the_images_is_refused():
     "cell, category, floor",
     # measured at these sizes (seed 0): golden template 0.81 on woven (aligned threads), but
     # 0.60 on grid, whose lines move; patch NN 0.99 on grid
-    [("golden_template", "woven", 0.75), ("patch_nn", "grid", 0.95)],
+    [
+        ("golden_template", "woven", 0.75),
+        ("patch_nn", "grid", 0.95),
+        ("deep_conv_mse_feature_nn", "grid", 0.9),
+    ],  # fmt: skip
 )
 def test_baseline_runs_on_synthetic_defects_with_pixel_metrics(
     cell, category, floor, make_config, tmp_path
@@ -92,6 +151,6 @@ def test_baseline_runs_on_synthetic_defects_with_pixel_metrics(
     assert 0 < metrics["pixel_aupro"] <= 1
     client = MlflowClient(result.tracking_uri)
     run_info = client.get_run(result.run_id)
-    assert run_info.data.params["model.kind"] == cell
+    assert run_info.data.params["model.kind"] == cell.removeprefix("deep_conv_mse_")
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert "plots/anomaly_maps.png" in plots

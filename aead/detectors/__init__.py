@@ -5,7 +5,8 @@
 - `pyod` (pyod.py): kNN, PCA, Isolation Forest, OC-SVM, ECOD on pixels or AE codes;
 - `deep_svdd` (deep_svdd.py): Deep SVDD, one-class objective;
 - `transformations` (rotation.py): rotation / transformation prediction;
-- `golden_template`, `patch_nn` (templates.py): per-pixel baselines that need no training.
+- `golden_template`, `patch_nn` (templates.py): per-pixel baselines that need no training;
+- `feature_nn` (feature_nn.py): the patch nearest neighbour on an autoencoder's features.
 """
 
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from aead.detectors import (  # noqa: F401
     autoencoder,
     classifier,
     deep_svdd,
+    feature_nn,
     pyod,
     rotation,
     templates,

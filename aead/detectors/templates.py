@@ -44,9 +44,9 @@ class MapDetector(Detector):
     def training_loss(self) -> str:
         return "none"
 
-    def _fitted(self, data: TrainingData, training: Training, fit_state) -> None:
+    def _fitted(self, data: TrainingData, training: Training, fit_state, trainer=None) -> None:
         key, fields = training_key(
-            self.model_cfg, None, {}, training.seed, (data.x_train, data.x_val),
+            self.model_cfg, None, trainer or {}, training.seed, (data.x_train, data.x_val),
             code=self.code_modules,
         )  # fmt: skip
         self.obtained_ = training.store.obtain(key, fields, lambda: (fit_state(), {}))

@@ -1,0 +1,139 @@
+"""An autoencoder's own features as an anomaly map (conf/model feature_nn): the patch nearest
+neighbour of templates.py, on the feature maps of the autoencoder's encoder instead of raw
+pixels. PatchCore (Roth et al., CVPR 2022) does this with an ImageNet network, which these
+machines cannot download; here the features are those of an autoencoder trained on the
+run's normal images (`autoencoder: {model, loss}`, the same model the AE cells train, reused
+from the cache).
+
+The features are the output of the encoder's conv layer number `stage` (0: the first), each
+location averaged with its `neighbourhood`×`neighbourhood` neighbours (PatchCore's local
+aggregation); a memory bank keeps at most `bank_size` normal locations (drawn with the run's
+seed); a pixel's value is the Euclidean distance of its location's feature to the nearest
+bank feature, the feature grid resized to the image bilinearly. Where a reconstruction map
+asks "can the decoder redraw this pixel?", which the blurry reconstructions of textures fail
+everywhere, this asks "has the encoder seen this local pattern in a normal image?".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from aead.detectors.base import Detector, Training, TrainingData, register
+from aead.detectors.templates import MapDetector
+from aead.errors import ConfigError
+from aead.store.cache import TRAINING_CODE
+
+log = logging.getLogger("aead")
+
+
+def encoder_convs(autoencoder):
+    """The encoder's conv layers, first to last (up to the bottleneck)."""
+    import keras
+
+    from aead.detectors.models import encoder_of
+
+    bottleneck = encoder_of(autoencoder).outputs[0]
+    convs = []
+    for layer in autoencoder.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            convs.append(layer)
+        if layer.output is bottleneck:
+            break
+    return convs
+
+
+@register
+class FeatureNNDetector(MapDetector):
+    kind = "feature_nn"
+    SETTINGS = ("autoencoder", "stage", "neighbourhood", "bank_size")
+    code_modules = (*TRAINING_CODE, "aead.detectors.templates", "aead.detectors.feature_nn")
+
+    def __init__(self, model_cfg: Mapping, loss: Mapping | None = None):
+        super().__init__(model_cfg, loss)
+        autoencoder = dict(self.model_cfg.get("autoencoder") or {})
+        if not autoencoder.get("model"):
+            raise ConfigError(
+                "model=feature_nn needs model.autoencoder.model (and .loss), e.g. "
+                "{model: deep_conv, loss: mse}"
+            )
+        self.autoencoder_cfg = autoencoder
+        self.stage = int(self.model_cfg.get("stage", 1))  # ranges: aead.settings
+        self.neighbourhood = int(self.model_cfg.get("neighbourhood", 3))
+        self.bank_size = int(self.model_cfg.get("bank_size", 20000))
+
+    @property
+    def error_name(self) -> str:
+        return "feature NN distance"
+
+    def fit(self, data: TrainingData, training: Training) -> None:
+        from aead.detectors.autoencoder import AutoencoderDetector
+        from aead.detectors.models import model_settings
+
+        loss = self.autoencoder_cfg.get("loss", "mse")
+        log.info("the %s autoencoder (%s) for its features:", self.autoencoder_cfg["model"], loss)
+        self.autoencoder_ = AutoencoderDetector(
+            model_settings(self.autoencoder_cfg["model"]), {"name": loss, "score": loss}
+        )
+        self.autoencoder_.fit(data, training.without_callbacks())
+        self.batch_size_ = training.batch_size
+        convs = encoder_convs(self.autoencoder_.model_)
+        if self.stage >= len(convs):
+            raise ConfigError(
+                f"model.stage={self.stage}: the {self.autoencoder_cfg['model']} autoencoder's "
+                f"encoder has {len(convs)} conv layers (stages 0 to {len(convs) - 1})"
+            )
+
+        def fit_state():
+            from sklearn.neighbors import NearestNeighbors
+
+            features = self._features(data.x_train)
+            features = features.reshape(-1, features.shape[-1])
+            if len(features) > self.bank_size:
+                rng = np.random.default_rng(training.seed)
+                keep = np.sort(rng.choice(len(features), self.bank_size, replace=False))
+                features = features[keep]
+            log.info("feature memory bank: %s locations of %d features", f"{len(features):,}",
+                     features.shape[1])  # fmt: skip
+            return NearestNeighbors(n_neighbors=1, algorithm="brute").fit(features)
+
+        # the bank depends on how its autoencoder trained: the trainer settings are in its key
+        self._fitted(data, training, fit_state, trainer=training.trainer)
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        """N×h×w×C: the stage's features, each averaged over its neighbourhood."""
+        import keras
+        import tensorflow as tf
+
+        from aead.detectors.models import predict
+
+        if getattr(self, "_extractor", None) is None:
+            model = self.autoencoder_.model_
+            output = encoder_convs(model)[self.stage].output
+            self._extractor = keras.Model(model.inputs, output, name="features")
+        features = predict(self._extractor, images, self.batch_size_)
+        if self.neighbourhood > 1:
+            features = tf.nn.avg_pool2d(features, self.neighbourhood, 1, "SAME").numpy()
+        return np.ascontiguousarray(features, np.float32)
+
+    def _compute_maps(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        features = self._features(images)
+        n, h, w, c = features.shape
+        distances, _ = self.model_.kneighbors(features.reshape(-1, c))
+        grid = distances.reshape(n, h, w, 1).astype(np.float32)
+        return tf.image.resize(grid, images.shape[1:3], method="bilinear").numpy()[..., 0]
+
+    def encoder(self):
+        return self.autoencoder_.encoder()
+
+    def helpers(self) -> dict[str, Detector]:
+        return {"aead.autoencoder": self.autoencoder_}
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_extractor"] = None  # rebuilt from the autoencoder on first use
+        return state
