@@ -185,7 +185,7 @@ def test_kfold_logs_k_fold_results(make_config, tmp_path):
 def test_deep_conv_learns_digit_zero(make_config, tmp_path):
     """A quality floor: the deep conv AE must leave the constant-output plateau (it did not
     with Keras' default initialisation) and rank other digits above 0s."""
-    cfg = make_config("experiment=one_class_zero", "model=deep_conv", "trainer.epochs=6",
+    cfg = make_config("experiment=one_class_zero", "model=deep_conv", "trainer.epochs=3",
                       "data.train_limit=2000", "data.test_limit=1000", "tracking.log_model=false",
                       quick=False)  # fmt: skip
     metrics = run(cfg, RunContext(base_dir=str(tmp_path))).metrics

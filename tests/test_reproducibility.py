@@ -22,8 +22,11 @@ TRAINER = {"epochs": 1, "batch_size": 16, "learning_rate": 0.001, "patience": 0}
 
 def _digest_of(package_root) -> str:
     """code_digest() as a fresh interpreter computes it from the aead package under
-    package_root (no TensorFlow needed)."""
-    code = "from aead.store.cache import code_digest; print(code_digest())"
+    package_root; it reads the source files without importing them (nor TensorFlow)."""
+    code = (
+        "import sys; from aead.store.cache import code_digest; print(code_digest()); "
+        "assert 'tensorflow' not in sys.modules, 'code_digest() imported TensorFlow'"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=package_root, env={"PYTHONPATH": str(package_root)},
         capture_output=True, text=True, timeout=120,

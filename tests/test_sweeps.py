@@ -58,7 +58,7 @@ def _interrupt_during_training(tmp_path, signum, multirun, overrides):
         tmp_path,
         "trainer.epochs=200",
         "trainer.patience=0",  # no early stop before the signal
-        "data.train_limit=3000",
+        "data.train_limit=1000",
         "data.test_limit=200",
         "data.download=false",
         "trainer.verbose=2",  # one line per epoch, on a pipe too

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 import aead
@@ -49,13 +48,24 @@ def code_digest(modules: tuple[str, ...] = TRAINING_CODE) -> str:
     comments and formatting do not (a re-format must not retrain every model)."""
     digest = hashlib.sha256()
     for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin:
-            raise ImportError(f"cannot find the source of {name} for the cache key")
-        source = Path(spec.origin).read_text()
+        source = _source_of(name).read_text()
         digest.update(name.encode())
         digest.update(ast.dump(ast.parse(source)).encode())
     return digest.hexdigest()
+
+
+def _source_of(module: str) -> Path:
+    """The source file of an aead module, found without importing it (importing
+    aead.detectors would import TensorFlow: seconds, for a digest of a few files)."""
+    top, *parts = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"cannot find the source of {module} for the cache key")
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    raise ImportError(f"cannot find the source of {module} for the cache key")
 
 
 def _fingerprint(*arrays: np.ndarray | None) -> str:
@@ -77,6 +87,7 @@ def training_key(
 ) -> tuple[str, dict]:
     """The cache key and the fields it is made of (stored with the entry, for humans).
     `code`: the modules whose code shapes this model (a detector adds its own)."""
+    import keras  # TensorFlow: imported when a key is made, not by code_digest()
     import tensorflow as tf
 
     fields = {
@@ -140,6 +151,8 @@ class ModelCache:
             if name == self.STATE_FILE:
                 model = pickle.loads(model_path.read_bytes())
             else:
+                import keras
+
                 model = keras.models.load_model(model_path)
         except Exception as exc:  # any load failure means the entry cannot be trusted
             return None, f"corrupt entry {folder}: cannot load model ({exc})"
@@ -180,6 +193,8 @@ class ModelCache:
 
     def store(self, key: str, fields: dict, model, history: dict, run_id: str) -> Path:
         """Write the entry atomically (see publish); returns its folder."""
+        import keras
+
         staging = self.staging()
         if isinstance(model, keras.Model):
             name = self.MODEL_FILE
