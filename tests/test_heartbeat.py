@@ -156,18 +156,25 @@ def test_a_sigkilled_lock_holder_is_taken_over_within_the_lease(tmp_path):
                 holder.send_signal(signal.SIGKILL)
                 holder.wait(timeout=30)
                 killed_at = time.monotonic()
-                took_over = _wait_for(
-                    lambda: _training_run(client, "lease", waiter.pid), 120, "the take-over", waiter
-                )
+                _wait_for(
+                    lambda: "[aead] training " in (tmp_path / "waiter.log").read_text(),
+                    120, "the take-over", waiter,
+                )  # fmt: skip
                 waited = time.monotonic() - killed_at
+                # then it trains: an epoch logged (its first epoch traces the model: 2-4 s
+                # alone, 25 s once beside the suite's heaviest tests, so not timed)
+                took_over = _wait_for(
+                    lambda: _training_run(client, "lease", waiter.pid), 120, "an epoch", waiter
+                )
             finally:
                 waiter.send_signal(signal.SIGTERM)
                 waiter.wait(timeout=60)
         finally:
             if holder.poll() is None:
                 holder.kill()
-        # the lease: 3 missed 1-second heartbeats, the waiter's next 3-second poll, an epoch
-        assert waited < heartbeat.MISSED * 1.0 + 3 + 15, waited
+        # the lease: 3 missed 1-second heartbeats, the waiter's next 3-second poll, and room
+        # for a loaded machine (4.6 s in a CI run on 2 busy cores)
+        assert waited < heartbeat.MISSED * 1.0 + 3 + 10, waited
         log = (tmp_path / "waiter.log").read_text()
         assert f"waiting for run {held.info.run_id}" in log
         locks = [e for e in client.search_experiments(view_type=ViewType.ALL)
