@@ -59,12 +59,11 @@ def _source_of(module: str) -> Path:
     aead.detectors would import TensorFlow: seconds, for a digest of a few files)."""
     top, *parts = module.split(".")
     spec = importlib.util.find_spec(top)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"cannot find the source of {module} for the cache key")
-    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
+    for folder in (spec and spec.submodule_search_locations) or ():
+        base = Path(folder).joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
     raise ImportError(f"cannot find the source of {module} for the cache key")
 
 
