@@ -156,6 +156,9 @@ RULES: dict[str, Rule] = {
     "model.bank_size": integer(1),
     "model.stage": integer(0),
     "model.neighbourhood": integer(1),
+    "model.texture_weight": number(0),
+    "model.texture_window": integer(1),
+    "model.texture_quantile": number(0, 1),
     # PyOD's settings (model.params) that aead's configs set; PyOD checks the rest itself
     "model.params.n_neighbors": integer(1),
     "model.params.n_estimators": integer(1),

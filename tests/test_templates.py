@@ -104,6 +104,59 @@ def test_feature_nn_map_is_the_distance_of_the_encoders_features_to_the_nearest_
     np.testing.assert_allclose(restored.maps(test), maps, rtol=1e-5, atol=1e-6)
 
 
+def test_local_contrast_is_the_windows_standard_deviation_with_the_channels_variances_summed():
+    from aead.detectors.feature_nn import local_contrast
+
+    grey = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1) / 10
+    assert local_contrast(grey, 3)[0, 1, 1] == pytest.approx(np.std(grey), rel=1e-5)
+    assert local_contrast(grey, 1).max() == 0.0  # a pixel alone has no contrast
+    colour = np.concatenate([grey, 2 * grey, np.zeros_like(grey)], axis=-1)
+    expected = np.sqrt(np.var(grey) + np.var(2 * grey))
+    assert local_contrast(colour, 3)[0, 1, 1] == pytest.approx(expected, rel=1e-5)
+    flat = np.full((1, 4, 4, 3), 200, np.uint8)  # uint8 images are read in [0, 1]
+    assert local_contrast(flat, 3).max() == pytest.approx(0, abs=1e-6)
+
+
+def test_feature_nn_texture_deficit_adds_where_a_region_is_flatter_than_the_normal_texture():
+    from aead.detectors.feature_nn import local_contrast
+
+    rng = np.random.default_rng(1)
+    x_train, x_val = (rng.random((n, 16, 16, 1)).astype(np.float32) for n in (8, 4))
+    texture = {**FEATURE_NN, "texture_weight": 2.0, "texture_window": 3, "texture_quantile": 0.1}
+    trainer = {"epochs": 1, "batch_size": 8, "learning_rate": 0.001, "patience": 0, "verbose": 0}
+    detectors = {}
+    for name, settings in {"plain": FEATURE_NN, "texture": texture}.items():
+        detectors[name] = build_detector(settings)
+        detectors[name].fit(TrainingData(x_train, x_val), Training(trainer, 0, ModelStore(None)))
+    plain, detector = detectors["plain"], detectors["texture"]
+    assert detector.error_name == "feature NN z + texture deficit"
+    # the two terms' scales, from normal images only
+    val_distances = plain.maps(x_val)
+    contrast = local_contrast(x_train, 3)
+    t = detector.texture_
+    assert t["distance_mean"] == pytest.approx(val_distances.mean(), rel=1e-4)
+    assert t["distance_std"] == pytest.approx(val_distances.std(), rel=1e-4)
+    assert t["contrast_floor"] == pytest.approx(np.quantile(contrast, 0.1), rel=1e-5)
+    assert t["contrast_std"] == pytest.approx(contrast.std(), rel=1e-5)
+    test = x_train[:1].copy()
+    test[0, 4:12, 4:12, 0] = 0.5  # a flat 8×8 patch: no contrast inside it
+    z = (plain.maps(test) - t["distance_mean"]) / t["distance_std"]
+    deficit = detector.maps(test) - z
+    # inside the patch: the whole floor in units of the contrast's std, times the weight
+    expected = 2.0 * t["contrast_floor"] / t["contrast_std"]
+    np.testing.assert_allclose(deficit[0, 5:11, 5:11], expected, rtol=1e-4)
+    # a normal pixel above the floor adds nothing
+    normal = local_contrast(test, 3)[0] > t["contrast_floor"]
+    np.testing.assert_allclose(deficit[0][normal], 0.0, atol=1e-4)
+    assert detector.errors(test).errors[0] == pytest.approx(detector.maps(test).max())
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_allclose(restored.maps(test), detector.maps(test), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="texture_weight needs held-out normal images"):
+        build_detector(texture).fit(
+            TrainingData(x_train, x_val[:0]), Training(trainer, 0, ModelStore(None))
+        )
+
+
 @pytest.mark.parametrize(
     "change, says",
     [
@@ -130,7 +183,7 @@ def test_patch_larger_than_the_images_is_refused():
     [
         ("golden_template", "woven", 0.75),
         ("patch_nn", "grid", 0.95),
-        ("deep_conv_mse_feature_nn", "grid", 0.9),
+        ("deep_conv_mse_feature_nn_texture", "grid", 0.9),
     ],  # fmt: skip
 )
 def test_baseline_runs_on_synthetic_defects_with_pixel_metrics(
@@ -151,6 +204,6 @@ def test_baseline_runs_on_synthetic_defects_with_pixel_metrics(
     assert 0 < metrics["pixel_aupro"] <= 1
     client = MlflowClient(result.tracking_uri)
     run_info = client.get_run(result.run_id)
-    assert run_info.data.params["model.kind"] == cell.removeprefix("deep_conv_mse_")
+    assert run_info.data.params["model.name"] == cell.removeprefix("deep_conv_mse_")
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert "plots/anomaly_maps.png" in plots

@@ -12,6 +12,14 @@ seed); a pixel's value is the Euclidean distance of its location's feature to th
 bank feature, the feature grid resized to the image bilinearly. Where a reconstruction map
 asks "can the decoder redraw this pixel?", which the blurry reconstructions of textures fail
 everywhere, this asks "has the encoder seen this local pattern in a normal image?".
+
+What it misses is a region with too little texture (a flat patch where a piece of a noisy
+texture is missing): the features of a flat area lie close to those of the normal texture's own
+smooth spots. With `texture_weight` > 0 the map adds a texture deficit: each pixel's local
+contrast (the standard deviation of the pixel values in a `texture_window` square, the
+channels' variances summed) below the `texture_quantile` of the normal training pixels', in
+units of their standard deviation, times `texture_weight`; the distance is then a z-score
+against the held-out normal images' distances so that the two terms share a scale.
 """
 
 from __future__ import annotations
@@ -27,6 +35,23 @@ from aead.errors import ConfigError
 from aead.store.cache import TRAINING_CODE
 
 log = logging.getLogger("aead")
+
+
+def local_contrast(images: np.ndarray, window: int) -> np.ndarray:
+    """N×H×W: the standard deviation of the pixel values (in [0, 1]) in the window×window square
+    around each pixel (reflected at the border), the channels' variances summed."""
+    from scipy import ndimage
+
+    from aead.data.sources import to_unit
+
+    out = np.empty(np.shape(images)[:3], np.float32)
+    for start in range(0, len(out), 64):  # a few float copies of 64 images at a time
+        x = to_unit(images[start : start + 64])
+        size = (1, window, window, 1)
+        mean = ndimage.uniform_filter(x, size)
+        variance = ndimage.uniform_filter(x * x, size) - mean * mean
+        out[start : start + 64] = np.sqrt(np.maximum(variance, 0).sum(axis=-1))
+    return out
 
 
 def encoder_convs(autoencoder):
@@ -48,7 +73,9 @@ def encoder_convs(autoencoder):
 @register
 class FeatureNNDetector(MapDetector):
     kind = "feature_nn"
-    SETTINGS = ("autoencoder", "stage", "neighbourhood", "bank_size")
+    SETTINGS = ("autoencoder", "stage", "neighbourhood", "bank_size",
+                "texture_weight", "texture_window", "texture_quantile")  # fmt: skip
+    texture_weight = 0.0  # detectors pickled before the setting existed
     code_modules = (*TRAINING_CODE, "aead.detectors.templates", "aead.detectors.feature_nn")
 
     def __init__(self, model_cfg: Mapping, loss: Mapping | None = None):
@@ -63,15 +90,23 @@ class FeatureNNDetector(MapDetector):
         self.stage = int(self.model_cfg.get("stage", 1))  # ranges: aead.settings
         self.neighbourhood = int(self.model_cfg.get("neighbourhood", 3))
         self.bank_size = int(self.model_cfg.get("bank_size", 20000))
+        self.texture_weight = float(self.model_cfg.get("texture_weight", 0.0))
+        self.texture_window = int(self.model_cfg.get("texture_window", 3))
+        self.texture_quantile = float(self.model_cfg.get("texture_quantile", 0.05))
 
     @property
     def error_name(self) -> str:
-        return "feature NN distance"
+        return "feature NN z + texture deficit" if self.texture_weight else "feature NN distance"
 
     def fit(self, data: TrainingData, training: Training) -> None:
         from aead.detectors.autoencoder import AutoencoderDetector
         from aead.detectors.models import model_settings
 
+        if self.texture_weight and not len(data.x_val):
+            raise ConfigError(
+                "model.texture_weight needs held-out normal images to scale the distances: "
+                "set data.val_fraction above 0"
+            )
         loss = self.autoencoder_cfg.get("loss", "mse")
         log.info("the %s autoencoder (%s) for its features:", self.autoencoder_cfg["model"], loss)
         self.autoencoder_ = AutoencoderDetector(
@@ -101,6 +136,20 @@ class FeatureNNDetector(MapDetector):
 
         # the bank depends on how its autoencoder trained: the trainer settings are in its key
         self._fitted(data, training, fit_state, trainer=training.trainer)
+        if self.texture_weight:
+            self.texture_ = self._texture_statistics(data)
+
+    def _texture_statistics(self, data: TrainingData) -> dict[str, float]:
+        """The scales of the map's two terms, from normal images only: the distances of the
+        held-out normal images, and the local contrast of the training images."""
+        distances = self._distances(data.x_val)
+        contrast = local_contrast(data.x_train, self.texture_window)
+        return {
+            "distance_mean": float(distances.mean()),
+            "distance_std": float(max(distances.std(), 1e-12)),
+            "contrast_floor": float(np.quantile(contrast, self.texture_quantile)),
+            "contrast_std": float(max(contrast.std(), 1e-12)),
+        }
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """N×h×w×C: the stage's features, each averaged over its neighbourhood."""
@@ -119,6 +168,16 @@ class FeatureNNDetector(MapDetector):
         return np.ascontiguousarray(features, np.float32)
 
     def _compute_maps(self, images: np.ndarray) -> np.ndarray:
+        distances = self._distances(images)
+        if not self.texture_weight:
+            return distances
+        t = self.texture_
+        z = (distances - t["distance_mean"]) / t["distance_std"]
+        deficit = t["contrast_floor"] - local_contrast(images, self.texture_window)
+        return z + self.texture_weight * np.maximum(deficit, 0) / t["contrast_std"]
+
+    def _distances(self, images: np.ndarray) -> np.ndarray:
+        """N×H×W: each location's feature distance to the nearest bank feature, resized."""
         import tensorflow as tf
 
         features = self._features(images)
