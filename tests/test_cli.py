@@ -26,7 +26,8 @@ def _aead(*args: str, env=None) -> subprocess.CompletedProcess:
         (
             "model=nope",
             "model=nope: no such option; choose one of cnn, conv, deep_conv, deep_svdd, dense, "
-            "ecod, feature_nn, golden_template, iforest, knn, ocsvm, patch_nn, pca, rotation",
+            "ecod, feature_nn, feature_nn_texture, golden_template, iforest, knn, ocsvm, patch_nn, "
+            "pca, rotation",
         ),
         ("trainer.epoch=3", "trainer.epoch: no such setting; trainer takes batch_size, epochs,"),
         ("loss=bce,", "could not parse the overrides"),
