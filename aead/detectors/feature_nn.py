@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from aead.data.sources import to_unit
 from aead.detectors.base import Detector, Training, TrainingData, register
 from aead.detectors.templates import MapDetector
 from aead.errors import ConfigError
@@ -42,12 +43,10 @@ def local_contrast(images: np.ndarray, window: int) -> np.ndarray:
     around each pixel (reflected at the border), the channels' variances summed."""
     from scipy import ndimage
 
-    from aead.data.sources import to_unit
-
     out = np.empty(np.shape(images)[:3], np.float32)
+    size = (1, window, window, 1)
     for start in range(0, len(out), 64):  # a few float copies of 64 images at a time
         x = to_unit(images[start : start + 64])
-        size = (1, window, window, 1)
         mean = ndimage.uniform_filter(x, size)
         variance = ndimage.uniform_filter(x * x, size) - mean * mean
         out[start : start + 64] = np.sqrt(np.maximum(variance, 0).sum(axis=-1))
