@@ -159,6 +159,8 @@ RULES: dict[str, Rule] = {
     "model.texture_weight": number(0),
     "model.texture_window": integer(1),
     "model.texture_quantile": number(0, 1),
+    "model.residual_weight": number(0),
+    "model.residual_sigma": number(0),
     # PyOD's settings (model.params) that aead's configs set; PyOD checks the rest itself
     "model.params.n_neighbors": integer(1),
     "model.params.n_estimators": integer(1),

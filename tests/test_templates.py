@@ -157,6 +157,43 @@ def test_feature_nn_texture_deficit_adds_where_a_region_is_flatter_than_the_norm
         )
 
 
+def test_feature_nn_residual_term_is_the_blurred_reconstruction_error_as_a_positive_z_score():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(2)
+    x_train, x_val = (rng.random((n, 16, 16, 3)).astype(np.float32) for n in (8, 4))
+    settings = {**FEATURE_NN, "residual_weight": 0.5, "residual_sigma": 1.5}
+    trainer = {"epochs": 1, "batch_size": 8, "learning_rate": 0.001, "patience": 0, "verbose": 0}
+    detector = build_detector(settings)
+    detector.fit(TrainingData(x_train, x_val), Training(trainer, 0, ModelStore(None)))
+    assert detector.error_name == "feature NN z + AE residual"
+
+    def blurred_residual(images):  # by hand: per channel, then the length over the channels
+        residual = images - detector.autoencoder_.reconstruct(images)
+        blurred = np.stack(
+            [[ndimage.gaussian_filter(image[..., c], 1.5) for c in range(3)] for image in residual]
+        )
+        return np.sqrt((blurred**2).sum(axis=1))
+
+    t = detector.texture_
+    assert "contrast_floor" not in t  # no texture term asked for
+    assert t["residual_mean"] == pytest.approx(blurred_residual(x_val).mean(), rel=1e-4)
+    assert t["residual_std"] == pytest.approx(blurred_residual(x_val).std(), rel=1e-4)
+    test = x_train[:2].copy()
+    test[1, 4:10, 4:10] = 1.0  # a bright square: a stain
+    z = (detector._distances(test) - t["distance_mean"]) / t["distance_std"]
+    excess = (blurred_residual(test) - t["residual_mean"]) / t["residual_std"]
+    term = detector.maps(test) - z
+    np.testing.assert_allclose(term, 0.5 * np.maximum(excess, 0), rtol=1e-4, atol=1e-4)
+    assert (term == 0).any() and term[1, 5:9, 5:9].min() > 0  # only where it is positive
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_allclose(restored.maps(test), detector.maps(test), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="residual_weight needs held-out normal images"):
+        build_detector(settings).fit(
+            TrainingData(x_train, x_val[:0]), Training(trainer, 0, ModelStore(None))
+        )
+
+
 @pytest.mark.parametrize(
     "change, says",
     [

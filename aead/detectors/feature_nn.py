@@ -19,7 +19,13 @@ smooth spots. With `texture_weight` > 0 the map adds a texture deficit: each pix
 contrast (the standard deviation of the pixel values in a `texture_window` square, the
 channels' variances summed) below the `texture_quantile` of the normal training pixels', in
 units of their standard deviation, times `texture_weight`; the distance is then a z-score
-against the held-out normal images' distances so that the two terms share a scale.
+against the held-out normal images' distances so that the terms share a scale.
+
+With `residual_weight` > 0 the map also adds the autoencoder's own low-frequency error: the
+residual (image minus reconstruction) blurred by a Gaussian of `residual_sigma` pixels, its
+length over the channels, as a z-score against the held-out normal images' values, where
+positive, times `residual_weight`. The blur leaves out the fine texture a conv AE cannot redraw
+and keeps what it should (the local colour and brightness), which a stain changes.
 """
 
 from __future__ import annotations
@@ -73,8 +79,9 @@ def encoder_convs(autoencoder):
 class FeatureNNDetector(MapDetector):
     kind = "feature_nn"
     SETTINGS = ("autoencoder", "stage", "neighbourhood", "bank_size",
-                "texture_weight", "texture_window", "texture_quantile")  # fmt: skip
-    texture_weight = 0.0  # detectors pickled before the setting existed
+                "texture_weight", "texture_window", "texture_quantile",
+                "residual_weight", "residual_sigma")  # fmt: skip
+    texture_weight = residual_weight = 0.0  # detectors pickled before the settings existed
     code_modules = (*TRAINING_CODE, "aead.detectors.templates", "aead.detectors.feature_nn")
 
     def __init__(self, model_cfg: Mapping, loss: Mapping | None = None):
@@ -92,18 +99,29 @@ class FeatureNNDetector(MapDetector):
         self.texture_weight = float(self.model_cfg.get("texture_weight", 0.0))
         self.texture_window = int(self.model_cfg.get("texture_window", 3))
         self.texture_quantile = float(self.model_cfg.get("texture_quantile", 0.05))
+        self.residual_weight = float(self.model_cfg.get("residual_weight", 0.0))
+        self.residual_sigma = float(self.model_cfg.get("residual_sigma", 2.0))
+
+    @property
+    def _scaled(self) -> bool:
+        """Whether the map adds terms to the distance (then a z-score, to share their scale)."""
+        return bool(self.texture_weight or self.residual_weight)
 
     @property
     def error_name(self) -> str:
-        return "feature NN z + texture deficit" if self.texture_weight else "feature NN distance"
+        if not self._scaled:
+            return "feature NN distance"
+        terms = [("texture deficit", self.texture_weight), ("AE residual", self.residual_weight)]
+        return " + ".join(["feature NN z"] + [name for name, weight in terms if weight])
 
     def fit(self, data: TrainingData, training: Training) -> None:
         from aead.detectors.autoencoder import AutoencoderDetector
         from aead.detectors.models import model_settings
 
-        if self.texture_weight and not len(data.x_val):
+        if self._scaled and not len(data.x_val):
+            setting = "texture_weight" if self.texture_weight else "residual_weight"
             raise ConfigError(
-                "model.texture_weight needs held-out normal images to scale the distances: "
+                f"model.{setting} needs held-out normal images to scale the distances: "
                 "set data.val_fraction above 0"
             )
         loss = self.autoencoder_cfg.get("loss", "mse")
@@ -135,20 +153,39 @@ class FeatureNNDetector(MapDetector):
 
         # the bank depends on how its autoencoder trained: the trainer settings are in its key
         self._fitted(data, training, fit_state, trainer=training.trainer)
-        if self.texture_weight:
-            self.texture_ = self._texture_statistics(data)
+        if self._scaled:
+            self.texture_ = self._term_statistics(data)
 
-    def _texture_statistics(self, data: TrainingData) -> dict[str, float]:
-        """The scales of the map's two terms, from normal images only: the distances of the
-        held-out normal images, and the local contrast of the training images."""
+    def _term_statistics(self, data: TrainingData) -> dict[str, float]:
+        """The scales of the map's terms, from normal images only: the distances and the
+        residuals of the held-out normal images, and the local contrast of the training images."""
         distances = self._distances(data.x_val)
-        contrast = local_contrast(data.x_train, self.texture_window)
-        return {
+        scales = {
             "distance_mean": float(distances.mean()),
             "distance_std": float(max(distances.std(), 1e-12)),
-            "contrast_floor": float(np.quantile(contrast, self.texture_quantile)),
-            "contrast_std": float(max(contrast.std(), 1e-12)),
         }
+        if self.texture_weight:
+            contrast = local_contrast(data.x_train, self.texture_window)
+            scales["contrast_floor"] = float(np.quantile(contrast, self.texture_quantile))
+            scales["contrast_std"] = float(max(contrast.std(), 1e-12))
+        if self.residual_weight:
+            residuals = self._residuals(data.x_val)
+            scales["residual_mean"] = float(residuals.mean())
+            scales["residual_std"] = float(max(residuals.std(), 1e-12))
+        return scales
+
+    def _residuals(self, images: np.ndarray) -> np.ndarray:
+        """N×H×W: the length over the channels of the autoencoder's residual, blurred."""
+        from scipy import ndimage
+
+        out = np.empty(np.shape(images)[:3], np.float32)
+        sigma = (0, self.residual_sigma, self.residual_sigma, 0)
+        for start in range(0, len(out), 64):
+            x = to_unit(images[start : start + 64])
+            residual = x - self.autoencoder_.reconstruct(x).reshape(x.shape)
+            blurred = ndimage.gaussian_filter(residual, sigma, mode="reflect")
+            out[start : start + 64] = np.sqrt((blurred * blurred).sum(axis=-1))
+        return out
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """N×h×w×C: the stage's features, each averaged over its neighbourhood."""
@@ -168,12 +205,17 @@ class FeatureNNDetector(MapDetector):
 
     def _compute_maps(self, images: np.ndarray) -> np.ndarray:
         distances = self._distances(images)
-        if not self.texture_weight:
+        if not self._scaled:
             return distances
         t = self.texture_
-        z = (distances - t["distance_mean"]) / t["distance_std"]
-        deficit = t["contrast_floor"] - local_contrast(images, self.texture_window)
-        return z + self.texture_weight * np.maximum(deficit, 0) / t["contrast_std"]
+        maps = (distances - t["distance_mean"]) / t["distance_std"]
+        if self.texture_weight:
+            deficit = t["contrast_floor"] - local_contrast(images, self.texture_window)
+            maps += self.texture_weight * np.maximum(deficit, 0) / t["contrast_std"]
+        if self.residual_weight:
+            excess = (self._residuals(images) - t["residual_mean"]) / t["residual_std"]
+            maps += self.residual_weight * np.maximum(excess, 0)
+        return maps
 
     def _distances(self, images: np.ndarray) -> np.ndarray:
         """N×H×W: each location's feature distance to the nearest bank feature, resized."""
