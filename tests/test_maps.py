@@ -4,6 +4,7 @@ pinned on hand-worked cases."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,28 @@ def test_binned_figures_match_scikit_learn_on_every_pixel():
     precision, recall, _ = precision_recall_curve(masks.ravel(), maps.ravel())
     exact_f1 = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
     assert best_pixel_f1(masks, maps) == pytest.approx(exact_f1, abs=1e-3)
+
+
+def test_defects_table_counts_a_cell_level_with_a_baseline_as_not_above():
+    import importlib.util
+
+    import pandas as pd
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "defects_table.py"
+    spec = importlib.util.spec_from_file_location("defects_table", script)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rows = []
+    for category in table.CATEGORIES:
+        rows.append({"cell": "patch_nn", "category": category, "pixel_roc_auc": 0.99,
+                     "pixel_aupro": 0.95})  # fmt: skip
+        rows.append({"cell": "ae", "category": category, "pixel_roc_auc": 0.995,
+                     "pixel_aupro": 0.96})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    per_category = runs.groupby(["cell", "category"]).agg(["mean", "std"])
+    assert table.above_both_baselines(per_category, "ae")
+    per_category.loc[("ae", "grid"), ("pixel_aupro", "mean")] = 0.95 + 3e-7  # level, not above
+    assert not table.above_both_baselines(per_category, "ae")
+    per_category.loc[("ae", "grid"), ("pixel_aupro", "mean")] = 0.9502
+    assert table.above_both_baselines(per_category, "ae")
+    assert not table.above_both_baselines(per_category.drop(index=("ae", "woven")), "ae")
