@@ -88,6 +88,16 @@ def sizes() -> Rule:
     )
 
 
+def stages() -> Rule:
+    def accepts(v) -> bool:
+        if _is_int(v):
+            return v >= 0
+        listed = isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0
+        return listed and all(_is_int(n) and n >= 0 for n in v) and list(v) == sorted(set(v))
+
+    return Rule(accepts, "a whole number ≥ 0, or a list of them in increasing order")
+
+
 def class_name_or_index() -> Rule:
     return Rule(
         lambda v: (_is_int(v) and v >= 0) or (isinstance(v, str) and v.strip() != ""),
@@ -154,7 +164,7 @@ RULES: dict[str, Rule] = {
     "model.patch": integer(1),
     "model.stride": integer(1),
     "model.bank_size": integer(1),
-    "model.stage": integer(0),
+    "model.stage": stages(),
     "model.neighbourhood": integer(1),
     "model.texture_weight": number(0),
     "model.texture_window": integer(1),

@@ -93,7 +93,8 @@ def test_every_numeric_setting_has_a_rule_and_refuses_an_out_of_range_value(name
      ("data.channels", 2), ("data.image_size", [0, 5]), ("data.on_corrupt", "ignore"),
      ("scenario.normal_class", ""), ("threshold.q", 100.5), ("trainer.kfold", 1),
      ("trainer.epochs", 2.5), ("trainer.epochs", True), ("compute.threads", "many"),
-     ("model.dropout", 1.0), ("trainer.learning_rate", float("nan"))],
+     ("model.dropout", 1.0), ("trainer.learning_rate", float("nan")), ("model.stage", [1, 0]),
+     ("model.stage", [])],
 )  # fmt: skip
 def test_values_above_a_range_or_of_the_wrong_kind_are_refused(path, value):
     cfg = next(c for c in CONFIGS.values() if settings._lookup(c, path)[0])

@@ -194,11 +194,41 @@ def test_feature_nn_residual_term_is_the_blurred_reconstruction_error_as_a_posit
         )
 
 
+def test_feature_nn_with_two_stages_joins_their_features_on_the_coarser_stages_grid():
+    import keras
+
+    from aead.detectors.feature_nn import encoder_convs
+
+    rng = np.random.default_rng(1)
+    x_train = rng.random((6, 16, 16, 1)).astype(np.float32)
+    detector = _feature_fitted({**FEATURE_NN, "stage": [0, 1]}, x_train)
+    test = x_train[:2].copy()
+    test[1, :4, :4, 0] = 1.0 - test[1, :4, :4, 0]
+    # by hand: stage 0 (16×16) averaged over 2×2 cells onto stage 1's 8×8 grid, then stage 1
+    autoencoder = detector.autoencoder_.model_
+    convs = encoder_convs(autoencoder)
+    fine, coarse = (
+        keras.Model(autoencoder.inputs, convs[s].output).predict(test, verbose=0) for s in (0, 1)
+    )
+    assert fine.shape[1:3] == (16, 16) and coarse.shape[1:3] == (8, 8)
+    pooled = fine.reshape(2, 8, 2, 8, 2, -1).mean(axis=(2, 4))
+    by_hand = np.concatenate([pooled, coarse], axis=-1)
+    np.testing.assert_allclose(detector._features(test), by_hand, rtol=1e-5, atol=1e-6)
+    # the bank holds every training location: a training image maps to 0, a defect does not
+    maps = detector.maps(test)
+    assert maps.shape == (2, 16, 16)
+    np.testing.assert_allclose(maps[0], 0.0, atol=1e-5)
+    assert maps[1, :4, :4].min() > 1e-3
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_allclose(restored.maps(test), maps, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "change, says",
     [
         ({"autoencoder": None}, "needs model.autoencoder.model"),
         ({"stage": 3}, "model.stage=3: the conv autoencoder's encoder has 3 conv layers"),
+        ({"stage": [0, 3]}, r"model.stage=\[0, 3\]: the conv autoencoder's encoder has 3"),
     ],
 )
 def test_feature_nn_needs_an_autoencoder_and_one_of_its_conv_layers(change, says):

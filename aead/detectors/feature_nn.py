@@ -7,11 +7,15 @@ from the cache).
 
 The features are the output of the encoder's conv layer number `stage` (0: the first), each
 location averaged with its `neighbourhood`×`neighbourhood` neighbours (PatchCore's local
-aggregation); a memory bank keeps at most `bank_size` normal locations (drawn with the run's
-seed); a pixel's value is the Euclidean distance of its location's feature to the nearest
-bank feature, the feature grid resized to the image bilinearly. Where a reconstruction map
-asks "can the decoder redraw this pixel?", which the blurry reconstructions of textures fail
-everywhere, this asks "has the encoder seen this local pattern in a normal image?".
+aggregation). A list of stages (e.g. [0, 1]) concatenates their features, as PatchCore joins
+two of its network's levels: each stage's grid brought to the coarsest listed stage's grid (a
+finer stage's features averaged over each of its cells), so that the bank's locations stay as
+many as for that stage alone. A memory bank keeps at most `bank_size` normal locations (drawn
+with the run's seed); a pixel's value is the Euclidean distance of its location's feature to
+the nearest bank feature, the feature grid resized to the image bilinearly. Where a
+reconstruction map asks "can the decoder redraw this pixel?", which the blurry
+reconstructions of textures fail everywhere, this asks "has the encoder seen this local
+pattern in a normal image?".
 
 What it misses is a region with too little texture (a flat patch where a piece of a noisy
 texture is missing): the features of a flat area lie close to those of the normal texture's own
@@ -31,7 +35,7 @@ and keeps what it should (the local colour and brightness), which a stain change
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -93,7 +97,8 @@ class FeatureNNDetector(MapDetector):
                 "{model: deep_conv, loss: mse}"
             )
         self.autoencoder_cfg = autoencoder
-        self.stage = int(self.model_cfg.get("stage", 1))  # ranges: aead.settings
+        stage = self.model_cfg.get("stage", 1)  # ranges: aead.settings
+        self.stage = [int(s) for s in stage] if isinstance(stage, Sequence) else int(stage)
         self.neighbourhood = int(self.model_cfg.get("neighbourhood", 3))
         self.bank_size = int(self.model_cfg.get("bank_size", 20000))
         self.texture_weight = float(self.model_cfg.get("texture_weight", 0.0))
@@ -101,6 +106,11 @@ class FeatureNNDetector(MapDetector):
         self.texture_quantile = float(self.model_cfg.get("texture_quantile", 0.05))
         self.residual_weight = float(self.model_cfg.get("residual_weight", 0.0))
         self.residual_sigma = float(self.model_cfg.get("residual_sigma", 2.0))
+
+    @property
+    def stages(self) -> list[int]:
+        """The encoder stages whose features are used, first to last."""
+        return list(self.stage) if isinstance(self.stage, list | tuple) else [self.stage]
 
     @property
     def _scaled(self) -> bool:
@@ -132,7 +142,7 @@ class FeatureNNDetector(MapDetector):
         self.autoencoder_.fit(data, training.without_callbacks())
         self.batch_size_ = training.batch_size
         convs = encoder_convs(self.autoencoder_.model_)
-        if self.stage >= len(convs):
+        if self.stages[-1] >= len(convs):
             raise ConfigError(
                 f"model.stage={self.stage}: the {self.autoencoder_cfg['model']} autoencoder's "
                 f"encoder has {len(convs)} conv layers (stages 0 to {len(convs) - 1})"
@@ -188,20 +198,41 @@ class FeatureNNDetector(MapDetector):
         return out
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        """N×h×w×C: the stage's features, each averaged over its neighbourhood."""
+        """N×h×w×C: the stages' features, each averaged over its neighbourhood, on the last
+        (coarsest) stage's grid, concatenated in the stages' order."""
         import keras
-        import tensorflow as tf
 
         from aead.detectors.models import predict
 
         if getattr(self, "_extractor", None) is None:
             model = self.autoencoder_.model_
-            output = encoder_convs(model)[self.stage].output
-            self._extractor = keras.Model(model.inputs, output, name="features")
-        features = predict(self._extractor, images, self.batch_size_)
-        if self.neighbourhood > 1:
-            features = tf.nn.avg_pool2d(features, self.neighbourhood, 1, "SAME").numpy()
-        return np.ascontiguousarray(features, np.float32)
+            convs = encoder_convs(model)
+            outputs = [convs[stage].output for stage in self.stages]
+            self._extractor = keras.Model(
+                model.inputs, outputs if len(outputs) > 1 else outputs[0], name="features"
+            )
+        # a few batches at a time (whole batches: the same batches as one predict call), so
+        # that a fine stage's full-size features are never held for every image at once
+        chunk = self.batch_size_ * max(1, 64 // self.batch_size_)
+        parts = [
+            self._joined(predict(self._extractor, images[start : start + chunk], self.batch_size_))
+            for start in range(0, len(images), chunk)
+        ]
+        return np.ascontiguousarray(np.concatenate(parts), np.float32)
+
+    def _joined(self, features) -> np.ndarray:
+        import tensorflow as tf
+
+        features = list(features) if isinstance(features, list | tuple) else [features]
+        grid = tuple(features[-1].shape[1:3])
+        joined = []
+        for stage_features in features:
+            if self.neighbourhood > 1:
+                stage_features = tf.nn.avg_pool2d(stage_features, self.neighbourhood, 1, "SAME")
+            if tuple(stage_features.shape[1:3]) != grid:  # a finer stage: averaged per cell
+                stage_features = tf.image.resize(stage_features, grid, method="area")
+            joined.append(np.asarray(stage_features, np.float32))
+        return np.concatenate(joined, axis=-1) if len(joined) > 1 else joined[0]
 
     def _compute_maps(self, images: np.ndarray) -> np.ndarray:
         distances = self._distances(images)
